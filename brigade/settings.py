@@ -1,0 +1,103 @@
+"""Settings: supabase.toml defaults, overridden by BRIGADE_* environment variables."""
+
+from __future__ import annotations
+
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOML_PATH = PROJECT_ROOT / "supabase.toml"
+
+
+class TomlSource(PydanticBaseSettingsSource):
+    """Flattens supabase.toml's sections into one namespace of keys."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        super().__init__(settings_cls)
+        self._values: dict[str, Any] = {}
+        if path.is_file():
+            for section in tomllib.loads(path.read_text()).values():
+                if isinstance(section, dict):
+                    self._values.update(section)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    """Every knob of Brigade in one place."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIGADE_", extra="ignore")
+
+    database_url: str = Field(default="", validation_alias=AliasChoices("BRIGADE_DATABASE_URL", "DATABASE_URL"))
+    data_dir: Path = PROJECT_ROOT / ".data"
+    db_port: int = 54322
+
+    functions_host: str = "127.0.0.1"
+    functions_port: int = 54321
+    public_url: str = ""
+
+    jwt_secret: str = "super-secret-jwt-token-with-at-least-32-characters-long"
+
+    worker_concurrency: int = 8
+    worker_batch_size: int = 20
+    worker_visibility_timeout: int = 30
+    worker_max_attempts: int = 5
+    worker_backoff_base: float = 2.0
+    worker_backoff_max: float = 900.0
+    worker_poll_interval: float = 5.0
+    worker_heartbeat_interval: float = 10.0
+    worker_plugins: str = ""
+
+    sms_provider: str = "log"
+    email_provider: str = "log"
+
+    log_format: str = "text"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlSource(settings_cls, TOML_PATH))
+
+    @property
+    def embedded(self) -> bool:
+        """True when Brigade runs its own PostgreSQL cluster (no DATABASE_URL given)."""
+        return not self.database_url
+
+    @property
+    def dsn(self) -> str:
+        """The connection string: DATABASE_URL, or the embedded cluster's."""
+        if self.database_url:
+            return self.database_url
+        return f"postgresql://postgres@127.0.0.1:{self.db_port}/postgres"
+
+    @property
+    def functions_url(self) -> str:
+        """Base URL of the functions, as outside callers see it."""
+        base = self.public_url or f"http://{self.functions_host}:{self.functions_port}"
+        return base.rstrip("/") + "/functions/v1"
+
+    @property
+    def plugin_modules(self) -> list[str]:
+        """Import paths of extra handler/job modules."""
+        return [m.strip() for m in self.worker_plugins.split(",") if m.strip()]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings."""
+    return Settings()
