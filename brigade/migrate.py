@@ -79,7 +79,7 @@ def apply_migrations(conn: psycopg.Connection, migrations: list[Migration] | Non
                 "insert into supabase_migrations.schema_migrations (version, statements, name) values (%s, %s, %s)",
                 (migration.version, [text], migration.name),
             )
-        log.info("migration applied", extra={"action": "migrate", "version": migration.version, "name": migration.name})
+        log.info("migration applied", extra={"action": "migrate", "version": migration.version, "migration": migration.name})
         done.append(migration.version)
     return done
 

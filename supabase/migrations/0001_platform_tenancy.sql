@@ -578,8 +578,9 @@ revoke all on public.plans, public.modules, public.businesses, public.venues, pu
   public.membership_venues, public.business_subscriptions, public.business_subscription_lines,
   public.audit_log from anon, authenticated;
 grant select on public.plans, public.modules to anon, authenticated;
-grant select (business_id, id, name, slug, time_zone, phone, address, latitude, longitude, is_published)
-  on public.venues to anon;
+-- A venue row is storefront data only (nothing private lives on it), so anon reads whole published
+-- rows, exactly what a signed-in member of another business sees of them.
+grant select on public.venues to anon;
 grant select, insert, update, delete on public.venues to authenticated;
 grant select, insert, update (name, currency, time_zone, modules_json, slug, status) on public.businesses
   to authenticated;

@@ -1,0 +1,43 @@
+"""Database access: the pool, and running SQL exactly as PostgREST would for a caller."""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from brigade.auth import Claims
+
+API_ROLES = ("anon", "authenticated", "service_role")
+
+
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "brigade") -> AsyncConnectionPool:
+    """An open async pool whose connections return dict rows."""
+    pool = AsyncConnectionPool(
+        dsn, min_size=min_size, max_size=max_size, open=False, name=name,
+        kwargs={"row_factory": dict_row, "autocommit": False},
+    )
+    await pool.open(wait=True)
+    return pool
+
+
+async def apply_claims(conn: psycopg.AsyncConnection[Any], claims: Claims) -> None:
+    """Inside the open transaction: switch role and claims the way PostgREST does before a request."""
+    role = claims.role if claims.role in API_ROLES else "anon"
+    await conn.execute(
+        "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+        (role, json.dumps(claims.as_dict())),
+    )
+
+
+@asynccontextmanager
+async def transaction_as(pool: AsyncConnectionPool, claims: Claims) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """One transaction on a pooled connection, running as the caller the claims describe."""
+    async with pool.connection() as conn:
+        async with conn.transaction():
+            await apply_claims(conn, claims)
+            yield conn

@@ -1,0 +1,85 @@
+"""The ASGI app: every function under /functions/v1/<name>, JSON errors, request ids in logs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import AsyncConnectionPool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from brigade.db import open_pool
+from brigade.errors import BrigadeError
+from brigade.settings import Settings, get_settings
+from functions import admin, health
+
+log = logging.getLogger("brigade.functions")
+PREFIX = "/functions/v1"
+
+
+def _error(status: int, error: str, message: str, request: Request, **extra: Any) -> JSONResponse:
+    body = {"error": error, "message": message, "request_id": getattr(request.state, "request_id", None), **extra}
+    return JSONResponse(body, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(BrigadeError)
+    async def brigade_error(request: Request, exc: BrigadeError) -> JSONResponse:
+        body = exc.to_json()
+        return _error(exc.status, str(body["error"]), exc.message, request, code=exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return _error(400, "invalid_input", "request is not valid", request, details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail), request)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"action": "function_error", "request_id": getattr(request.state, "request_id", None)})
+        return _error(500, "internal", "internal error", request)
+
+
+def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | None = None,
+               extra_routers: list[APIRouter] | None = None) -> FastAPI:
+    """The functions app. A given pool is used as is (tests); otherwise one is opened on startup."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = pool is None
+        app.state.pool = pool or await open_pool(settings.dsn, min_size=1, max_size=20, name="functions")
+        try:
+            yield
+        finally:
+            if own:
+                await app.state.pool.close()
+
+    app = FastAPI(title="Brigade functions", lifespan=lifespan, docs_url=f"{PREFIX}/docs",
+                  openapi_url=f"{PREFIX}/openapi.json")
+    app.state.settings = settings
+    if pool is not None:
+        app.state.pool = pool
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Any) -> Any:
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = rid
+        response = await call_next(request)
+        response.headers["x-request-id"] = rid
+        log.info("request", extra={"action": "request", "request_id": rid, "method": request.method,
+                                   "path": request.url.path, "status": response.status_code})
+        return response
+
+    for router in (health.router, admin.router, *(extra_routers or [])):
+        app.include_router(router, prefix=PREFIX)
+    return app

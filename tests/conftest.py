@@ -1,0 +1,256 @@
+"""The test harness: one PostgreSQL cluster per run, a template database with compat + migrations
+applied once, a fresh copy per test, and callers that run SQL exactly as PostgREST would."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from brigade.auth import Claims
+from brigade.localdb import CLUSTER_USER, Cluster
+from brigade.migrate import migrate
+from brigade.settings import Settings
+
+TEMPLATE_DB = "brigade_template"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A throwaway cluster (fsync off) owned by the unprivileged postgres user when we are root."""
+    base = Path(tempfile.mkdtemp(prefix="brigade-test-"))
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(CLUSTER_USER)
+        os.chown(base, entry.pw_uid, entry.pw_gid)
+    cluster = Cluster(base / "pg", free_port(), {
+        "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300",
+    })
+    cluster.start()
+    yield cluster
+    cluster.destroy()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _dsn(cluster: Cluster, dbname: str) -> str:
+    return f"postgresql://postgres@127.0.0.1:{cluster.port}/{dbname}"
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_cluster: Cluster) -> Iterator[str]:
+    """The template database: sql/compat, pgmq and every migration, applied once per run."""
+    janitor = DatabaseJanitor(user="postgres", host="127.0.0.1", port=pg_cluster.port, dbname=TEMPLATE_DB, as_template=True)
+    janitor.init()
+    migrate(_dsn(pg_cluster, TEMPLATE_DB), compat=True, seed=False)
+    yield TEMPLATE_DB
+    janitor.drop()
+
+
+@pytest.fixture
+def db_dsn(pg_cluster: Cluster, template_db: str) -> Iterator[str]:
+    """A fresh copy of the template for this test (committed data and NOTIFY behave as in production)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    janitor = DatabaseJanitor(user="postgres", host="127.0.0.1", port=pg_cluster.port, dbname=name,
+                              template_dbname=template_db)
+    janitor.init()
+    yield _dsn(pg_cluster, name)
+    janitor.drop()
+
+
+@pytest.fixture
+def settings(db_dsn: str, tmp_path: Path) -> Settings:
+    """Settings pointed at this test's database, with fast worker timings."""
+    return Settings(database_url=db_dsn, data_dir=tmp_path, worker_poll_interval=0.5, worker_backoff_base=0.05,
+                    worker_backoff_max=1.0, worker_visibility_timeout=5, worker_heartbeat_interval=0.5,
+                    functions_port=free_port())
+
+
+@pytest.fixture
+def conn(db_dsn: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """A superuser connection to this test's database (setup and checks, not what callers see)."""
+    with psycopg.connect(db_dsn, row_factory=dict_row, autocommit=True) as c:
+        yield c
+
+
+@dataclass
+class Api:
+    """Runs SQL the way PostgREST runs a request: one transaction, `role` and `request.jwt.claims`
+    set locally first, committed at the end (rolled back on error)."""
+
+    dsn: str
+
+    @contextmanager
+    def session(self, claims: Claims) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        with psycopg.connect(self.dsn, row_factory=dict_row) as c:
+            with c.transaction():
+                c.execute("select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                          (claims.role, json.dumps(claims.as_dict())))
+                yield c
+
+    def run(self, claims: Claims, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        with self.session(claims) as c:
+            cur = c.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    def rowcount(self, claims: Claims, sql: str, params: Any = None) -> int:
+        with self.session(claims) as c:
+            return c.execute(sql, params).rowcount
+
+
+@pytest.fixture
+def api(db_dsn: str) -> Api:
+    return Api(db_dsn)
+
+
+OPERATOR = Claims.user("00000000-0000-4000-8000-0000000000ff", email="operator@brigade.test", app_role="platform_admin")
+
+
+@dataclass
+class Tenant:
+    """A business built by the factory, with a user per role and two venues."""
+
+    business_id: uuid.UUID
+    venues: list[uuid.UUID]
+    users: dict[str, uuid.UUID]
+
+    def claims(self, role: str) -> Claims:
+        return Claims.user(self.users[role], email=f"{role}@{self.business_id}.test")
+
+
+class Factory:
+    """Builds tenant rows as the service (superuser connection), the way onboarding would."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        self.conn = conn
+        conn.execute("select set_config('request.jwt.claims', %s, false)", (json.dumps(Claims.service().as_dict()),))
+
+    def user(self, email: str | None = None, app_role: str | None = None) -> uuid.UUID:
+        meta = {"provider": "email", **({"app_role": app_role} if app_role else {})}
+        row = self.conn.execute(
+            "insert into auth.users (email, raw_app_meta_data) values (%s, %s) returning id",
+            (email or f"{uuid.uuid4().hex[:10]}@example.test", json.dumps(meta)),
+        ).fetchone()
+        assert row is not None
+        return row["id"]
+
+    def business(self, name: str = "Test Bistro", modules: dict[str, bool] | None = None) -> uuid.UUID:
+        slug = f"b-{uuid.uuid4().hex[:10]}"
+        row = self.conn.execute(
+            "insert into public.businesses (name, slug, modules_json) values (%s, %s, %s) returning id",
+            (name, slug, json.dumps(modules if modules is not None else {"ordering": True})),
+        ).fetchone()
+        assert row is not None
+        return row["id"]
+
+    def venue(self, business_id: uuid.UUID, name: str = "Main", published: bool = True) -> uuid.UUID:
+        row = self.conn.execute(
+            "insert into public.venues (business_id, name, slug, is_published) values (%s, %s, %s, %s) returning id",
+            (business_id, name, f"v-{uuid.uuid4().hex[:8]}", published),
+        ).fetchone()
+        assert row is not None
+        return row["id"]
+
+    def member(self, business_id: uuid.UUID, user_id: uuid.UUID, role: str, venues: list[uuid.UUID] | None = None) -> uuid.UUID:
+        row = self.conn.execute(
+            "insert into public.memberships (business_id, user_id, role) values (%s, %s, %s) returning id",
+            (business_id, user_id, role),
+        ).fetchone()
+        assert row is not None
+        for venue_id in venues or []:
+            self.conn.execute(
+                "insert into public.membership_venues (business_id, membership_id, venue_id) values (%s, %s, %s)",
+                (business_id, row["id"], venue_id),
+            )
+        return row["id"]
+
+    def tenant(self, name: str = "Test Bistro", modules: dict[str, bool] | None = None) -> Tenant:
+        """A business with venues [published, unpublished] and owner, manager, staff (first venue only), driver."""
+        business_id = self.business(name, modules)
+        venues = [self.venue(business_id, "Main", True), self.venue(business_id, "Back room", False)]
+        users: dict[str, uuid.UUID] = {}
+        for role in ("owner", "manager", "staff", "driver"):
+            users[role] = self.user(f"{role}-{uuid.uuid4().hex[:6]}@example.test")
+            self.member(business_id, users[role], role, venues[:1] if role == "staff" else None)
+        return Tenant(business_id, venues, users)
+
+
+@pytest.fixture
+def factory(conn: psycopg.Connection[dict[str, Any]]) -> Factory:
+    return Factory(conn)
+
+
+@pytest.fixture
+def operator(conn: psycopg.Connection[dict[str, Any]]) -> Claims:
+    """The platform operator: a real auth user whose JWT carries app_metadata.app_role."""
+    conn.execute("insert into auth.users (id, email, raw_app_meta_data) values (%s, %s, %s) on conflict do nothing",
+                 (OPERATOR.sub, OPERATOR.email, json.dumps(OPERATOR.app_metadata)))
+    return OPERATOR
+
+
+class ServerThread:
+    """Serves an ASGI app with uvicorn on a pre-bound 127.0.0.1 socket, in a thread of its own.
+
+    The socket listens before the thread starts, so clients connect at once (the kernel queues them
+    until uvicorn accepts) and nothing waits for a start-up signal.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_config=None, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.fixture
+def functions_server(settings: Settings) -> Iterator[ServerThread]:
+    """The real functions app over HTTP on 127.0.0.1, against this test's database."""
+    from functions.app import create_app
+
+    with ServerThread(create_app(settings)) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_http() -> Iterator[Any]:
+    """A programmable fake of an outside HTTP API on 127.0.0.1 (see tests/fakes/http.py)."""
+    from tests.fakes.http import FakeServer
+
+    with FakeServer() as server:
+        yield server

@@ -1,0 +1,118 @@
+"""The outbox consumer: lease a batch, run each event's handler, acknowledge in the same transaction.
+
+At-least-once delivery with a visibility timeout (pgmq). A handler's database work and the event's
+deletion commit together; if the lease ran out and another copy already acknowledged the event, our
+transaction rolls back, so database effects happen exactly once. A failure pushes the event's
+visibility out with exponential backoff; after the last attempt it moves to brigade_events_dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import traceback
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from brigade import queries
+from brigade.events import Event
+from brigade.settings import Settings
+from worker.registry import Context, Registry
+
+log = logging.getLogger("brigade.worker")
+
+
+class LeaseLost(Exception):
+    """Another worker copy acknowledged the event first."""
+
+
+def backoff_seconds(attempt: int, base: float, cap: float) -> float:
+    """Delay after failed attempt N (1-based): base, 2·base, 4·base, ... capped, with 0-10% jitter."""
+    return min(cap, base * 2 ** (attempt - 1)) * random.uniform(1.0, 1.1)
+
+
+class Consumer:
+    def __init__(self, pool: AsyncConnectionPool, settings: Settings, registry: Registry, worker_id: str) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.registry = registry
+        self.worker_id = worker_id
+        self.handled = 0
+        self.failed = 0
+        self.log = logging.LoggerAdapter(log, {"worker_id": worker_id})
+
+    async def read_batch(self) -> list[Event]:
+        qty = max(1, min(self.settings.worker_batch_size, self.settings.worker_concurrency))
+        async with self.pool.connection() as conn:
+            rows = await (
+                await conn.execute(queries.get("read_events"), {"vt": self.settings.worker_visibility_timeout, "qty": qty})
+            ).fetchall()
+        return [Event.from_row(row) for row in rows]
+
+    async def process(self, event: Event) -> bool:
+        """Run one event's handler; True when it is done with (handled, unknown topic or buried)."""
+        handler = self.registry.handlers.get(event.topic)
+        ids = {"event_id": event.msg_id, "topic": event.topic, "business_id": str(event.business_id), "attempt": event.attempt}
+        try:
+            async with self.pool.connection() as conn:
+                async with conn.transaction():
+                    if handler is None:
+                        self.log.info("no handler for topic, acknowledged", extra={"action": "event_skipped", **ids})
+                    else:
+                        ctx = Context(conn, self.pool, self.settings, self.log, self.worker_id)
+                        await handler(event, ctx)
+                    row = await (await conn.execute(queries.get("ack_event"), {"msg_id": event.msg_id})).fetchone()
+                    if not row or not row["deleted"]:
+                        raise LeaseLost(f"event {event.msg_id} was acknowledged by another worker")
+            self.handled += 1
+            return True
+        except LeaseLost:
+            self.log.warning("lease lost; effects rolled back", extra={"action": "event_lease_lost", **ids})
+            return True
+        except Exception as exc:  # a handler may fail in any way; the event must survive it
+            self.failed += 1
+            error = "".join(traceback.format_exception_only(exc)).strip()
+            await self._failed(event, error, ids)
+            return False
+
+    async def _failed(self, event: Event, error: str, ids: dict[str, Any]) -> None:
+        async with self.pool.connection() as conn:
+            if event.attempt >= self.settings.worker_max_attempts:
+                row = await (await conn.execute(queries.get("bury_event"), {"msg_id": event.msg_id, "error": error})).fetchone()
+                self.log.error("event dead after last attempt", extra={"action": "event_dead", "error": error,
+                                                                        "dead_id": row and row["dead_id"], **ids})
+            else:
+                delay = backoff_seconds(event.attempt, self.settings.worker_backoff_base, self.settings.worker_backoff_max)
+                await conn.execute(queries.get("retry_event_later"), {"msg_id": event.msg_id, "delay": delay})
+                self.log.warning("handler failed, retrying", extra={"action": "event_retry", "error": error,
+                                                                    "retry_in": round(delay, 3), **ids})
+            await conn.commit()
+
+    async def next_event_in(self) -> tuple[float | None, int]:
+        """Seconds until the next event is visible (None: queue empty), and how many events exist."""
+        async with self.pool.connection() as conn:
+            row = await (await conn.execute(queries.get("next_event_in"))).fetchone()
+        assert row is not None
+        return row["seconds"], row["total"]
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event, *, drain: bool = False) -> None:
+        """Consume until stop is set (or, with drain, until the queue is empty, leased events included)."""
+        while not stop.is_set():
+            wake.clear()
+            batch = await self.read_batch()
+            if batch:
+                await asyncio.gather(*(self.process(event) for event in batch))
+                continue
+            seconds, total = await self.next_event_in()
+            if drain and total == 0:
+                return
+            timeout = self.settings.worker_poll_interval
+            if seconds is not None:
+                timeout = max(0.01, min(timeout, seconds))
+            stop_task = asyncio.ensure_future(stop.wait())
+            wake_task = asyncio.ensure_future(wake.wait())
+            await asyncio.wait({stop_task, wake_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            wake_task.cancel()

@@ -1,0 +1,3 @@
+"""Built-in handlers, one module per Brigade module; importing this registers them."""
+
+from worker.handlers import platform  # noqa: F401
