@@ -15,13 +15,14 @@ from brigade.auth import Claims
 API_ROLES = ("anon", "authenticated", "service_role")
 
 
-async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "brigade") -> AsyncConnectionPool:
-    """An open async pool whose connections return dict rows."""
+async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "brigade",
+                    wait: bool = True) -> AsyncConnectionPool:
+    """An open async pool whose connections return dict rows (wait=False: connect in the background)."""
     pool = AsyncConnectionPool(
         dsn, min_size=min_size, max_size=max_size, open=False, name=name,
         kwargs={"row_factory": dict_row, "autocommit": False},
     )
-    await pool.open(wait=True)
+    await pool.open(wait=wait)
     return pool
 
 

@@ -50,13 +50,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
 def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | None = None,
                extra_routers: list[APIRouter] | None = None) -> FastAPI:
-    """The functions app. A given pool is used as is (tests); otherwise one is opened on startup."""
+    """The functions app. A given pool is used as is; otherwise one is opened on startup without
+    waiting for the database, so the app starts (and /health answers 503) while it is down."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = pool is None
-        app.state.pool = pool or await open_pool(settings.dsn, min_size=1, max_size=20, name="functions")
+        app.state.pool = pool or await open_pool(settings.dsn, min_size=1, max_size=20, name="functions", wait=False)
         try:
             yield
         finally:

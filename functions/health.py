@@ -17,7 +17,7 @@ router = APIRouter()
 @router.get("/health")
 async def health(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> Any:
     try:
-        async with pool.connection(timeout=5) as conn:
+        async with pool.connection(timeout=3) as conn:
             row = await (await conn.execute(queries.get("outbox_stats"))).fetchone()
     except Exception as exc:  # the answer itself is the report
         return JSONResponse({"status": "unavailable", "database": "down", "error": type(exc).__name__}, status_code=503)

@@ -1,0 +1,92 @@
+"""`brigade up` (what `make run` runs) from nothing: embedded cluster, migrations, seed, functions and
+worker; Ctrl-C stops all of it; a second run reuses the cluster and its data."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from brigade.localdb import CLUSTER_USER, Cluster
+from brigade.settings import PROJECT_ROOT
+from tests.conftest import free_port
+
+DEMO = "00000000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="brigade-up-"))
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(CLUSTER_USER)
+        os.chown(base, entry.pw_uid, entry.pw_gid)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class Up:
+    def __init__(self, data_dir: Path, db_port: int, fn_port: int) -> None:
+        env = {**os.environ, "BRIGADE_DATA_DIR": str(data_dir), "BRIGADE_DB_PORT": str(db_port),
+               "BRIGADE_FUNCTIONS_PORT": str(fn_port), "PYTHONPATH": str(PROJECT_ROOT)}
+        env.pop("DATABASE_URL", None)
+        env.pop("BRIGADE_DATABASE_URL", None)
+        self.proc = subprocess.Popen([sys.executable, "-m", "brigade", "up"], cwd=PROJECT_ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.banner: list[str] = []
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # blocks until the banner is printed (or the process dies)
+            self.banner.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        assert self.banner and self.banner[-1].startswith("Ctrl-C"), "".join(self.banner)
+
+    def token(self, label: str) -> str:
+        for line in self.banner:
+            match = re.match(rf"\s+{re.escape(label)}\s+(\S+\.\S+\.\S+)$", line)
+            if match:
+                return match.group(1)
+        raise AssertionError(f"no {label} token in the banner")
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=60)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        return code
+
+
+def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> None:
+    db_port, fn_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{fn_port}/functions/v1"
+    cluster = Cluster(data_dir / "pg", db_port)
+    try:
+        first = Up(data_dir, db_port, fn_port)
+        try:
+            assert any(DEMO in line for line in first.banner)
+            assert httpx.get(f"{base}/health").json()["database"] == "up"
+            operator = {"authorization": f"Bearer {first.token('platform operator')}"}
+            r = httpx.put(f"{base}/admin/businesses/{DEMO}/modules/voice", json={"enabled": False}, headers=operator)
+            assert r.status_code == 200 and r.json()["modules"]["voice"] is False
+        finally:
+            assert first.stop() == 0
+        assert not cluster.running(), "Ctrl-C stops the embedded cluster too"
+
+        second = Up(data_dir, db_port, fn_port)
+        try:
+            operator = {"authorization": f"Bearer {second.token('platform operator')}"}
+            modules = httpx.get(f"{base}/admin/businesses/{DEMO}/modules", headers=operator).json()["modules"]
+            assert modules["voice"] is False and modules["crm"] is True, "the second run kept the first run's data"
+        finally:
+            assert second.stop() == 0
+    finally:
+        cluster.destroy()
