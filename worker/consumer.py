@@ -90,12 +90,12 @@ class Consumer:
                                                                     "retry_in": round(delay, 3), **ids})
             await conn.commit()
 
-    async def next_event_in(self) -> tuple[float | None, int]:
-        """Seconds until the next event is visible (None: queue empty), and how many events exist."""
+    async def next_event_in(self) -> float | None:
+        """Seconds until the next event is visible (negative: visible now); None when the queue is empty."""
         async with self.pool.connection() as conn:
             row = await (await conn.execute(queries.get("next_event_in"))).fetchone()
         assert row is not None
-        return row["seconds"], row["total"]
+        return row["seconds"]
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event, *, drain: bool = False) -> None:
         """Consume until stop is set (or, with drain, until the queue is empty, leased events included)."""
@@ -105,8 +105,8 @@ class Consumer:
             if batch:
                 await asyncio.gather(*(self.process(event) for event in batch))
                 continue
-            seconds, total = await self.next_event_in()
-            if drain and total == 0:
+            seconds = await self.next_event_in()
+            if drain and seconds is None:
                 return
             timeout = self.settings.worker_poll_interval
             if seconds is not None:

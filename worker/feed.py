@@ -10,6 +10,9 @@ import psycopg
 log = logging.getLogger("brigade.worker.feed")
 
 CHANNEL = "brigade_events"
+# How often the listener looks at `stop` between notifications. Listening in bounded rounds (rather
+# than cancelling a pending notifies() generator) never leaves the connection's lock held at close.
+ROUND_SECONDS = 0.5
 
 
 async def listen(dsn: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
@@ -21,23 +24,14 @@ async def listen(dsn: str, wake: asyncio.Event, stop: asyncio.Event) -> None:
                 await conn.execute(f"listen {CHANNEL}")
                 wake.set()  # events may have arrived while we were not listening
                 delay = 0.5
-                gen = conn.notifies()
-                stop_task = asyncio.ensure_future(stop.wait())
-                try:
-                    while not stop.is_set():
-                        next_task = asyncio.ensure_future(anext(gen))
-                        done, _ = await asyncio.wait({next_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-                        if next_task in done:
-                            next_task.result()
-                            wake.set()
-                        else:
-                            next_task.cancel()
-                finally:
-                    stop_task.cancel()
-        except (psycopg.OperationalError, StopAsyncIteration) as exc:
+                while not stop.is_set():
+                    async for _ in conn.notifies(timeout=ROUND_SECONDS):
+                        wake.set()
+        except psycopg.OperationalError as exc:
             if stop.is_set():
                 return
-            log.warning("listen connection lost, reconnecting", extra={"action": "feed_reconnect", "error": str(exc), "retry_in": delay})
+            log.warning("listen connection lost, reconnecting",
+                        extra={"action": "feed_reconnect", "error": str(exc), "retry_in": delay})
             try:
                 await asyncio.wait_for(stop.wait(), timeout=delay)
             except asyncio.TimeoutError:

@@ -17,9 +17,8 @@ select msg_id from pgmq.set_vt('brigade_events', %(msg_id)s::bigint,
 select app.bury_event(%(msg_id)s, %(error)s) as dead_id
 
 -- next_event_in --
--- Seconds until the next event becomes visible (null when the queue is empty).
-select extract(epoch from min(vt) - clock_timestamp())::double precision as seconds,
-       count(*) as total
+-- Seconds until the next event becomes visible; null when the queue is empty (uses the vt index).
+select extract(epoch from min(vt) - clock_timestamp())::double precision as seconds
 from pgmq.q_brigade_events
 
 -- outbox_stats --

@@ -58,11 +58,17 @@ class Up:
         raise AssertionError(f"no {label} token in the banner")
 
     def stop(self) -> int:
+        """Ctrl-C, and the exit code; a process that does not stop in time is killed (and fails)."""
         self.proc.send_signal(signal.SIGINT)
-        code = self.proc.wait(timeout=60)
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return code
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            return -9
+        finally:
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
 
 
 def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> None:
