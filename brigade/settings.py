@@ -59,6 +59,28 @@ class Settings(BaseSettings):
 
     sms_provider: str = "log"
     email_provider: str = "log"
+    payments_provider: str = "log"
+
+    stripe_secret_key: str = ""
+    stripe_webhook_secret: str = "whsec_brigade_local_development_secret"
+    stripe_api_base: str = ""
+    checkout_success_url: str = "http://127.0.0.1:3000/orders/{order_id}?paid=1"
+    checkout_cancel_url: str = "http://127.0.0.1:3000/orders/{order_id}?cancelled=1"
+    checkout_session_minutes: int = 30
+
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""
+    twilio_from_number: str = ""
+    twilio_api_base: str = ""
+
+    resend_api_key: str = ""
+    resend_api_url: str = ""
+    email_from: str = "Brigade <orders@brigade.local>"
+
+    # What a send costs, for the money views, until the provider reports the real price.
+    sms_cost_cents: float = 0.79
+    voice_cost_cents_per_minute: float = 1.4
+    email_cost_cents: float = 0.0
 
     log_format: str = "text"
 
@@ -90,6 +112,11 @@ class Settings(BaseSettings):
         """Base URL of the functions, as outside callers see it."""
         base = self.public_url or f"http://{self.functions_host}:{self.functions_port}"
         return base.rstrip("/") + "/functions/v1"
+
+    @property
+    def outbox_file(self) -> Path:
+        """Where the `log` providers append what they would have sent (the local run's "phone")."""
+        return self.data_dir / "outbox.jsonl"
 
     @property
     def plugin_modules(self) -> list[str]:

@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from brigade.db import open_pool
 from brigade.errors import BrigadeError
 from brigade.settings import Settings, get_settings
-from functions import admin, health
+from brigade.providers import Providers
+from functions import admin, checkout, health, refund, stripe_webhook
 
 log = logging.getLogger("brigade.functions")
 PREFIX = "/functions/v1"
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
     app = FastAPI(title="Brigade functions", lifespan=lifespan, docs_url=f"{PREFIX}/docs",
                   openapi_url=f"{PREFIX}/openapi.json")
     app.state.settings = settings
+    app.state.providers = Providers.from_settings(settings)
     if pool is not None:
         app.state.pool = pool
     install_error_handlers(app)
@@ -81,6 +83,6 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
                                    "path": request.url.path, "status": response.status_code})
         return response
 
-    for router in (health.router, admin.router, *(extra_routers or [])):
+    for router in (health.router, admin.router, checkout.router, stripe_webhook.router, refund.router, *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app

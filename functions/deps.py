@@ -12,7 +12,8 @@ from psycopg_pool import AsyncConnectionPool
 from brigade import auth
 from brigade.auth import Claims
 from brigade.db import transaction_as
-from brigade.errors import Forbidden, ModuleDisabled, Unauthorized, wrap_exceptions
+from brigade.errors import Forbidden, InvalidInput, ModuleDisabled, Unauthorized, wrap_exceptions
+from brigade.providers import Providers
 from brigade.settings import Settings
 
 
@@ -31,6 +32,17 @@ def caller(request: Request, settings: Annotated[Settings, Depends(get_settings)
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing bearer token", hint="missing_token")
     return auth.verify(token.strip(), settings.jwt_secret)
+
+
+def caller_or_anon(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Claims:
+    """The verified caller when a bearer token is sent (a bad one is still 401), else anon."""
+    if not request.headers.get("authorization"):
+        return Claims.anon()
+    return caller(request, settings)
+
+
+def get_providers(request: Request) -> Providers:
+    return request.app.state.providers
 
 
 def operator(claims: Annotated[Claims, Depends(caller)]) -> Claims:
@@ -64,8 +76,6 @@ def module_gate(module: str):  # type: ignore[no-untyped-def]
         try:
             business_id = uuid.UUID(str(raw))
         except ValueError as exc:
-            from brigade.errors import InvalidInput
-
             raise InvalidInput("business_id must be a UUID", hint="invalid_business_id") from exc
         async with pool.connection() as conn:
             await ensure_module(conn, business_id, module)

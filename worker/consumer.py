@@ -17,6 +17,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from brigade import queries
+from brigade.providers import Providers
 from brigade.events import Event
 from brigade.settings import Settings
 from worker.registry import Context, Registry
@@ -39,6 +40,7 @@ class Consumer:
         self.settings = settings
         self.registry = registry
         self.worker_id = worker_id
+        self.providers = Providers.from_settings(settings)
         self.handled = 0
         self.failed = 0
         self.log = logging.LoggerAdapter(log, {"worker_id": worker_id})
@@ -61,7 +63,7 @@ class Consumer:
                     if handler is None:
                         self.log.info("no handler for topic, acknowledged", extra={"action": "event_skipped", **ids})
                     else:
-                        ctx = Context(conn, self.pool, self.settings, self.log, self.worker_id)
+                        ctx = Context(conn, self.pool, self.settings, self.log, self.worker_id, self.providers)
                         await handler(event, ctx)
                     row = await (await conn.execute(queries.get("ack_event"), {"msg_id": event.msg_id})).fetchone()
                     if not row or not row["deleted"]:

@@ -11,6 +11,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from brigade.events import Event
+from brigade.providers import Providers
 from brigade.settings import Settings
 
 
@@ -27,6 +28,7 @@ class Context:
     settings: Settings
     log: logging.LoggerAdapter[logging.Logger]
     worker_id: str
+    providers: Providers
 
 
 Handler = Callable[[Event, Context], Awaitable[None]]

@@ -15,6 +15,7 @@ from apscheduler.triggers.cron import CronTrigger
 from psycopg_pool import AsyncConnectionPool
 
 from brigade import queries
+from brigade.providers import Providers
 from brigade.settings import Settings
 from worker.registry import Context, Job, Registry
 
@@ -42,6 +43,7 @@ class Scheduler:
         self.settings = settings
         self.registry = registry
         self.worker_id = worker_id
+        self.providers = Providers.from_settings(settings)
         self.log = logging.LoggerAdapter(log, {"worker_id": worker_id})
         self._aps = AsyncIOScheduler(timezone=timezone.utc)
 
@@ -57,7 +59,7 @@ class Scheduler:
         try:
             async with self.pool.connection() as conn:
                 async with conn.transaction():
-                    await job.fn(Context(conn, self.pool, self.settings, self.log, self.worker_id))
+                    await job.fn(Context(conn, self.pool, self.settings, self.log, self.worker_id, self.providers))
         except Exception as exc:  # the job's failure is recorded, the scheduler goes on
             status, error = "failed", "".join(traceback.format_exception_only(exc)).strip()
             self.log.error("scheduled job failed", extra={"action": "job_failed", "job": job.name, "error": error})

@@ -1,0 +1,250 @@
+"""Outside services behind small interfaces: SMS and voice (Twilio), email (Resend), payments
+(Stripe). Each has a `log` twin used when no credentials are configured: it records the send like the
+real one, prints it and appends it to the outbox file, so the local run shows every message.
+
+The official SDKs are synchronous; their calls run in a thread so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Protocol
+
+from brigade.errors import BrigadeError
+from brigade.settings import Settings
+
+log = logging.getLogger("brigade.providers")
+
+
+class ProviderError(BrigadeError):
+    """An outside service refused or failed; the message says which and why."""
+
+    status = 502
+    code = "provider_error"
+
+
+@dataclass
+class Sent:
+    provider: str
+    message_id: str
+    status: str
+    cost_cents: float
+
+
+@dataclass
+class CheckoutSession:
+    id: str
+    url: str
+    expires_at: datetime
+
+
+@dataclass
+class ProviderRefund:
+    id: str
+    status: str
+    failure_reason: str | None = None
+
+
+def _record_locally(settings: Settings, kind: str, body: dict[str, Any]) -> None:
+    entry = {"at": datetime.now(timezone.utc).isoformat(), "kind": kind, **body}
+    print(f"[{kind}] " + json.dumps(body, default=str), flush=True)
+    try:
+        settings.outbox_file.parent.mkdir(parents=True, exist_ok=True)
+        with settings.outbox_file.open("a") as fh:
+            fh.write(json.dumps(entry, default=str) + "\n")
+    except OSError as exc:  # the printed line is enough
+        log.warning("could not append to the outbox file", extra={"action": "log_provider", "error": str(exc)})
+
+
+class Sms(Protocol):
+    async def send(self, to: str, body: str) -> Sent: ...
+
+
+class Voice(Protocol):
+    async def call(self, to: str, say: str) -> Sent: ...
+
+
+class Email(Protocol):
+    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str) -> Sent: ...
+
+
+class Payments(Protocol):
+    async def create_checkout_session(self, params: dict[str, Any], *, idempotency_key: str,
+                                      stripe_account: str | None = None) -> CheckoutSession: ...
+
+    async def create_refund(self, params: dict[str, Any], *, idempotency_key: str,
+                            stripe_account: str | None = None) -> ProviderRefund: ...
+
+
+class LogSms:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(self, to: str, body: str) -> Sent:
+        _record_locally(self.settings, "sms", {"to": to, "body": body})
+        return Sent("log", f"log-sms-{uuid.uuid4().hex[:12]}", "sent", 0.0)
+
+
+class LogVoice:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def call(self, to: str, say: str) -> Sent:
+        _record_locally(self.settings, "call", {"to": to, "say": say})
+        return Sent("log", f"log-call-{uuid.uuid4().hex[:12]}", "queued", 0.0)
+
+
+class LogEmail:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str) -> Sent:
+        _record_locally(self.settings, "email", {"to": to, "subject": subject, "text": text})
+        return Sent("log", f"log-email-{uuid.uuid4().hex[:12]}", "sent", 0.0)
+
+
+class LogPayments:
+    """Fabricates sessions and refunds so the local run works without Stripe keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def create_checkout_session(self, params: dict[str, Any], *, idempotency_key: str,
+                                      stripe_account: str | None = None) -> CheckoutSession:
+        session_id = "cs_local_" + uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex
+        expires = datetime.fromtimestamp(params["expires_at"], timezone.utc)
+        _record_locally(self.settings, "checkout", {"session": session_id, "amount": sum(
+            li["price_data"]["unit_amount"] * li["quantity"] for li in params["line_items"]), "metadata": params["metadata"]})
+        return CheckoutSession(session_id, f"{self.settings.functions_url}/checkout/local/{session_id}", expires)
+
+    async def create_refund(self, params: dict[str, Any], *, idempotency_key: str,
+                            stripe_account: str | None = None) -> ProviderRefund:
+        refund_id = "re_local_" + uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:16]
+        _record_locally(self.settings, "refund", {"refund": refund_id, **params})
+        return ProviderRefund(refund_id, "succeeded")
+
+
+class TwilioSms:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = twilio_client(settings)
+
+    async def send(self, to: str, body: str) -> Sent:
+        from twilio.base.exceptions import TwilioRestException
+
+        try:
+            msg = await asyncio.to_thread(self.client.messages.create, to=to, from_=self.settings.twilio_from_number, body=body)
+        except TwilioRestException as exc:
+            raise ProviderError(f"Twilio refused the SMS: {exc.msg}", hint="sms_failed") from exc
+        return Sent("twilio", msg.sid, msg.status or "queued", self.settings.sms_cost_cents)
+
+
+class TwilioVoice:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = twilio_client(settings)
+
+    async def call(self, to: str, say: str) -> Sent:
+        from twilio.base.exceptions import TwilioRestException
+        from twilio.twiml.voice_response import VoiceResponse
+
+        twiml = VoiceResponse()
+        twiml.say(say)
+        twiml.pause(length=1)
+        twiml.say(say)
+        try:
+            call = await asyncio.to_thread(self.client.calls.create, to=to, from_=self.settings.twilio_from_number, twiml=str(twiml))
+        except TwilioRestException as exc:
+            raise ProviderError(f"Twilio refused the call: {exc.msg}", hint="call_failed") from exc
+        return Sent("twilio", call.sid, call.status or "queued", self.settings.voice_cost_cents_per_minute)
+
+
+def twilio_client(settings: Settings) -> Any:
+    from twilio.rest import Client
+
+    client = Client(settings.twilio_account_sid, settings.twilio_auth_token)
+    if settings.twilio_api_base:
+        client.api.base_url = settings.twilio_api_base.rstrip("/")
+    return client
+
+
+class ResendEmail:
+    def __init__(self, settings: Settings) -> None:
+        import resend
+
+        self.settings = settings
+        resend.api_key = settings.resend_api_key
+        if settings.resend_api_url:
+            resend.api_url = settings.resend_api_url.rstrip("/")
+        self.resend = resend
+
+    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str) -> Sent:
+        params = {"from": self.settings.email_from, "to": [to], "subject": subject, "text": text}
+        try:
+            result = await asyncio.to_thread(self.resend.Emails.send, params, {"idempotency_key": idempotency_key})
+        except Exception as exc:  # resend raises its own ResendError family and requests errors
+            raise ProviderError(f"Resend refused the email: {exc}", hint="email_failed") from exc
+        return Sent("resend", str(result["id"]), "sent", self.settings.email_cost_cents)
+
+
+class StripePayments:
+    def __init__(self, settings: Settings) -> None:
+        import stripe
+
+        self.stripe = stripe
+        bases = {"api": settings.stripe_api_base.rstrip("/")} if settings.stripe_api_base else None
+        self.client = stripe.StripeClient(settings.stripe_secret_key, base_addresses=bases or {}, max_network_retries=2)
+
+    def _options(self, idempotency_key: str, stripe_account: str | None) -> dict[str, Any]:
+        options: dict[str, Any] = {"idempotency_key": idempotency_key}
+        if stripe_account:
+            options["stripe_account"] = stripe_account
+        return options
+
+    async def create_checkout_session(self, params: dict[str, Any], *, idempotency_key: str,
+                                      stripe_account: str | None = None) -> CheckoutSession:
+        try:
+            session = await asyncio.to_thread(self.client.v1.checkout.sessions.create, params=params,
+                                               options=self._options(idempotency_key, stripe_account))
+        except self.stripe.StripeError as exc:
+            raise ProviderError(f"Stripe refused the checkout session: {exc.user_message or exc}", hint="checkout_failed") from exc
+        return CheckoutSession(session.id, session.url, datetime.fromtimestamp(session.expires_at, timezone.utc))
+
+    async def create_refund(self, params: dict[str, Any], *, idempotency_key: str,
+                            stripe_account: str | None = None) -> ProviderRefund:
+        try:
+            refund = await asyncio.to_thread(self.client.v1.refunds.create, params=params,
+                                             options=self._options(idempotency_key, stripe_account))
+        except self.stripe.StripeError as exc:
+            raise ProviderError(f"Stripe refused the refund: {exc.user_message or exc}", hint="refund_failed") from exc
+        return ProviderRefund(refund.id, refund.status or "pending", getattr(refund, "failure_reason", None))
+
+
+@dataclass
+class Providers:
+    sms: Sms
+    voice: Voice
+    email: Email
+    payments: Payments
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Providers":
+        twilio = settings.sms_provider == "twilio"
+        return cls(
+            sms=TwilioSms(settings) if twilio else LogSms(settings),
+            voice=TwilioVoice(settings) if twilio else LogVoice(settings),
+            email=ResendEmail(settings) if settings.email_provider == "resend" else LogEmail(settings),
+            payments=StripePayments(settings) if settings.payments_provider == "stripe" else LogPayments(settings),
+        )
+
+
+def session_expiry(settings: Settings, now: datetime | None = None) -> datetime:
+    """When a new Checkout Session expires (Stripe allows 30 minutes to 24 hours)."""
+    minutes = min(max(settings.checkout_session_minutes, 30), 24 * 60)
+    return (now or datetime.now(timezone.utc)) + timedelta(minutes=minutes, seconds=30)
+

@@ -1,0 +1,102 @@
+"""POST /functions/v1/checkout: a Stripe Checkout Session for an unpaid order, priced from the
+database. Calling it again (or twice at once) returns the same session: the order row is locked
+while the session is created, and the idempotency key is the order and its attempt number."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from psycopg_pool import AsyncConnectionPool
+from pydantic import BaseModel, ConfigDict, Field
+
+from brigade.auth import Claims
+from brigade.db import transaction_as
+from brigade.errors import wrap_exceptions
+from brigade.providers import Providers, session_expiry
+from brigade.settings import Settings
+from functions.deps import caller_or_anon, get_pool, get_providers, get_settings
+
+router = APIRouter()
+
+
+class CheckoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    order_id: uuid.UUID
+    access_token: uuid.UUID | None = Field(default=None, description="from place_order; staff may omit it")
+    success_url: str | None = Field(default=None, max_length=2000)
+    cancel_url: str | None = Field(default=None, max_length=2000)
+
+
+class CheckoutResponse(BaseModel):
+    order_id: uuid.UUID
+    session_id: str
+    url: str
+    expires_at: datetime
+    reused: bool
+
+
+def session_params(ctx: dict[str, Any], body: CheckoutRequest, settings: Settings, expires_at: datetime) -> dict[str, Any]:
+    """Stripe Checkout Session parameters for the order context the database returned."""
+    currency = ctx["currency"]
+    line_items = [{"quantity": line["quantity"], "price_data": {
+        "currency": currency, "unit_amount": line["unit_amount"], "product_data": {"name": line["name"][:250]}}}
+        for line in ctx["lines"]]
+    for name, key in (("Tax", "tax_cents"), ("Tip", "tip_cents"), ("Delivery", "delivery_fee_cents")):
+        if ctx[key] > 0:
+            line_items.append({"quantity": 1, "price_data": {"currency": currency, "unit_amount": ctx[key],
+                                                             "product_data": {"name": name}}})
+    metadata = {"order_id": ctx["order_id"], "business_id": ctx["business_id"], "order_number": str(ctx["order_number"])}
+    order_id = ctx["order_id"]
+    params: dict[str, Any] = {
+        "mode": "payment",
+        "line_items": line_items,
+        "client_reference_id": order_id,
+        "metadata": metadata,
+        "payment_intent_data": {"metadata": metadata, "description": f"{ctx['business_name']} order #{ctx['order_number']}"},
+        "success_url": (body.success_url or settings.checkout_success_url).replace("{order_id}", order_id),
+        "cancel_url": (body.cancel_url or settings.checkout_cancel_url).replace("{order_id}", order_id),
+        "expires_at": int(expires_at.timestamp()),
+    }
+    if ctx.get("customer_email"):
+        params["customer_email"] = ctx["customer_email"]
+    if ctx.get("stripe_account_id") and ctx["application_fee_cents"] > 0:
+        params["payment_intent_data"]["application_fee_amount"] = ctx["application_fee_cents"]
+    return params
+
+
+@router.post("/checkout", response_model=CheckoutResponse)
+async def checkout(
+    body: CheckoutRequest,
+    claims: Annotated[Claims, Depends(caller_or_anon)],
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    providers: Annotated[Providers, Depends(get_providers)],
+    settings: Annotated[Settings, Depends(get_settings)],
+) -> CheckoutResponse:
+    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+        ctx = await _context(conn, body)  # checks the caller: the placer's token, or staff of the venue
+        if not ctx["session"]:
+            # From here the function acts for the platform. Lock the order so a concurrent request
+            # waits for this one's session instead of creating another, then look again.
+            await conn.execute("select set_config('role', 'service_role', true)")
+            await conn.execute("select 1 from public.orders where id = %s for update", (body.order_id,))
+            ctx = await _context(conn, body)
+        if ctx["session"]:
+            s = ctx["session"]
+            return CheckoutResponse(order_id=body.order_id, session_id=s["id"], url=s["url"],
+                                    expires_at=datetime.fromisoformat(s["expires_at"]), reused=True)
+        expires_at = session_expiry(settings)
+        session = await providers.payments.create_checkout_session(
+            session_params(ctx, body, settings, expires_at), idempotency_key=f"checkout:{ctx['order_id']}:{ctx['attempt']}",
+            stripe_account=ctx.get("stripe_account_id"))
+        await conn.execute("select app.attach_checkout_session(%s, %s, %s, %s)",
+                           (body.order_id, session.id, session.url, session.expires_at))
+    return CheckoutResponse(order_id=body.order_id, session_id=session.id, url=session.url,
+                            expires_at=session.expires_at, reused=False)
+
+
+async def _context(conn: Any, body: CheckoutRequest) -> dict[str, Any]:
+    row = await (await conn.execute("select app.checkout_context(%s, %s) as ctx", (body.order_id, body.access_token))).fetchone()
+    return row["ctx"]

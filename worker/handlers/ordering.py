@@ -1,0 +1,117 @@
+"""Order topics: the receipt and pickup code once paid, the call when the order is ready.
+
+Each send is a notification_log row written by the database in the transaction that caused it
+(natural key: event, channel, recipient); the handler sends the rows still pending and marks them,
+so a redelivered event sends nothing twice once its transaction committed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brigade.events import Event
+from brigade.providers import ProviderError, Sent
+from worker.registry import Context, registry
+
+PENDING = """
+select n.id, n.channel, n.recipient, n.template, o.order_number, o.total_cents, o.currency, o.fulfilment,
+       b.name as business_name, v.name as venue_name, v.phone as venue_phone,
+       (select jsonb_agg(jsonb_build_object('name', i.name, 'variant', i.variant_name, 'quantity', i.quantity,
+                                            'line_total_cents', i.line_total_cents) order by i.line_number)
+        from public.order_items i where i.business_id = o.business_id and i.order_id = o.id) as lines
+from public.notification_log n
+join public.orders o on o.business_id = n.business_id and o.id = n.order_id
+join public.businesses b on b.id = o.business_id
+join public.venues v on v.business_id = o.business_id and v.id = o.venue_id
+where n.business_id = %(business_id)s and n.event_key = %(event_key)s and n.status = 'pending'
+order by n.channel
+for update of n skip locked
+"""
+
+MARK = """
+update public.notification_log set status = %(status)s, provider = %(provider)s, provider_message_id = %(message_id)s,
+  cost_cents = %(cost)s, error = %(error)s, sent_at = case when %(status)s in ('sent', 'delivered') then now() end
+where business_id = %(business_id)s and id = %(id)s
+"""
+
+FALLBACK = """
+insert into public.notification_log (business_id, event_key, channel, recipient, template, order_id, customer_id, venue_id)
+select business_id, event_key, 'sms', recipient, 'order_ready', order_id, customer_id, venue_id
+from public.notification_log where business_id = %(business_id)s and id = %(id)s
+on conflict on constraint notification_log_natural_key do nothing
+returning id
+"""
+
+
+def money(cents: int, currency: str) -> str:
+    return f"{cents / 100:.2f} {currency}"
+
+
+def render(row: dict[str, Any], pickup_code: str | None) -> tuple[str, str]:
+    """(subject, text) of a message."""
+    head = f"{row['business_name']}: order #{row['order_number']}"
+    if row["template"] == "pickup_code":
+        return head, (f"{head} is paid ({money(row['total_cents'], row['currency'])}). "
+                      f"Your pickup code is {pickup_code}; show it at {row['venue_name']} within 60 minutes.")
+    if row["template"] == "order_ready":
+        return head, f"{head} is ready at {row['venue_name']}. Have your pickup code at hand."
+    if row["template"] == "receipt":
+        lines = "\n".join(f"  {line['quantity']} x {line['name']}" + (f" ({line['variant']})" if line["variant"] else "")
+                          + f"  {money(line['line_total_cents'], row['currency'])}" for line in row["lines"] or [])
+        code = f"\nPickup code: {pickup_code} (valid 60 minutes)" if pickup_code else ""
+        return f"Your receipt — {head}", f"Thank you for your order.\n{lines}\nTotal {money(row['total_cents'], row['currency'])}{code}"
+    return head, f"{head} is confirmed ({money(row['total_cents'], row['currency'])})."
+
+
+async def mark(ctx: Context, business_id: Any, row_id: Any, sent: Sent | None, error: str | None) -> None:
+    await ctx.conn.execute(MARK, {
+        "business_id": business_id, "id": row_id, "status": "failed" if sent is None else "sent",
+        "provider": sent.provider if sent else None, "message_id": sent.message_id if sent else None,
+        "cost": sent.cost_cents if sent else 0, "error": error})
+
+
+async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: str | None = None) -> list[str]:
+    """Send every pending notification of an event; returns the channels sent."""
+    rows = await (await ctx.conn.execute(PENDING, {"business_id": event.business_id, "event_key": event_key})).fetchall()
+    done: list[str] = []
+    for row in rows:
+        subject, text = render(row, pickup_code)
+        try:
+            if row["channel"] == "sms":
+                sent = await ctx.providers.sms.send(row["recipient"], text)
+            elif row["channel"] == "email":
+                sent = await ctx.providers.email.send(row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}")
+            elif row["channel"] == "voice":
+                sent = await ctx.providers.voice.call(row["recipient"], text)
+            else:
+                continue
+        except ProviderError as exc:
+            await mark(ctx, event.business_id, row["id"], None, exc.message)
+            if row["channel"] == "voice":  # the call failed: text them instead
+                fallback = await (await ctx.conn.execute(FALLBACK, {"business_id": event.business_id, "id": row["id"]})).fetchone()
+                if fallback:
+                    done += await send_pending(event, ctx, event_key, pickup_code)
+            ctx.log.warning("send failed", extra={"action": "notification_failed", "channel": row["channel"],
+                                                  "business_id": str(event.business_id), "error": exc.message})
+            continue
+        await mark(ctx, event.business_id, row["id"], sent, None)
+        done.append(row["channel"])
+    return done
+
+
+@registry.on("order.paid")
+async def order_paid(event: Event, ctx: Context) -> None:
+    """Send the pickup code (SMS) and the receipt (email)."""
+    order_id = event.payload["order_id"]
+    channels = await send_pending(event, ctx, f"order.paid:{order_id}", event.payload.get("pickup_code"))
+    ctx.log.info("order paid notifications", extra={"action": "order_paid_sent", "order_id": order_id,
+                                                    "business_id": str(event.business_id), "channels": channels})
+
+
+@registry.on("order.ready")
+async def order_ready(event: Event, ctx: Context) -> None:
+    """Call the customer to say the order is ready (SMS when the call cannot be placed)."""
+    order_id = event.payload["order_id"]
+    channels = await send_pending(event, ctx, f"order.ready:{order_id}")
+    ctx.log.info("order ready notifications", extra={"action": "order_ready_sent", "order_id": order_id,
+                                                     "business_id": str(event.business_id), "channels": channels})
