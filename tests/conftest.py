@@ -28,6 +28,7 @@ from brigade.migrate import migrate
 from brigade.settings import Settings
 
 TEMPLATE_DB = "brigade_template"
+pytest_plugins = ["tests.ordering_fixtures"]
 
 
 def free_port() -> int:

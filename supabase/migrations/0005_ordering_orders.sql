@@ -549,11 +549,15 @@ begin
            coalesce(p_amount_cents, v_order.total_cents), v_fee_est,
            round(coalesce(p_amount_cents, v_order.total_cents) * b.application_fee_bps / 10000.0), v_order.currency, p_event_id
     from public.businesses b where b.id = v_order.business_id
-    on conflict (business_id, payment_intent_id) do nothing;
+    on conflict (business_id, payment_intent_id) do update
+      set checkout_session_id = coalesce(public.payments.checkout_session_id, excluded.checkout_session_id);
   end if;
 
   if v_order.payment_status not in ('unpaid', 'pending', 'failed') then
-    return false;  -- already paid (or further along): the fan-out ran once
+    -- already paid (or further along): the fan-out ran once; only fill in what this event knows
+    update public.orders set checkout_session_id = coalesce(checkout_session_id, p_session_id)
+    where business_id = v_order.business_id and id = v_order.id and checkout_session_id is null and p_session_id is not null;
+    return false;
   end if;
 
   -- customer and per-venue stats
@@ -569,7 +573,7 @@ begin
   update public.orders set
     payment_status = 'paid', paid_at = now(), customer_id = v_customer,
     payment_intent_id = coalesce(payment_intent_id, p_payment_intent_id),
-    checkout_session_id = coalesce(checkout_session_id, p_session_id),
+    checkout_session_id = coalesce(p_session_id, checkout_session_id), checkout_url = null, checkout_expires_at = null,
     pickup_code_hash = case when v_code is not null then app.pickup_code_hash(v_order.id, v_code) end,
     pickup_code_expires_at = case when v_code is not null then now() + interval '60 minutes' end,
     pickup_code_attempts = 0
@@ -621,6 +625,13 @@ begin
   perform app.emit('order.paid', v_order.business_id, jsonb_build_object(
     'order_id', v_order.id, 'order_number', v_order.order_number, 'venue_id', v_order.venue_id,
     'customer_id', v_customer, 'total_cents', v_order.total_cents, 'pickup_code', v_code));
+
+  -- what arrived before the payment it is about: refunds Stripe already reported, deferred events
+  perform app.apply_refund(r.business_id, r.id) from public.refunds r
+  where r.business_id = v_order.business_id and r.order_id = v_order.id and r.status = 'succeeded' and r.applied_at is null;
+  if p_payment_intent_id is not null then
+    perform app.apply_deferred_stripe_events(p_payment_intent_id);
+  end if;
   return true;
 end
 $$;

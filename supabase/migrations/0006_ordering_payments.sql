@@ -168,6 +168,9 @@ begin
     return false;
   end if;
   select o.* into v_order from public.orders o where o.business_id = v_refund.business_id and o.id = v_refund.order_id for update;
+  if v_order.payment_status not in ('paid', 'partially_refunded', 'disputed') then
+    return false;  -- the payment has not arrived yet: mark_order_paid applies it then
+  end if;
 
   v_full := v_order.refunded_cents + v_refund.amount_cents >= v_order.total_cents;
   update public.orders set
@@ -259,103 +262,147 @@ $$;
 revoke all on function app.record_refund(uuid, uuid, uuid, text, text, integer, text) from public;
 grant execute on function app.record_refund(uuid, uuid, uuid, text, text, integer, text) to service_role;
 
-/** Applies one verified Stripe event in the caller's transaction. The event id is recorded first,
-    so a duplicate (even a concurrent one) does nothing; states only move forward, so any arrival
-    order converges. Returns the outcome ('duplicate', 'paid', 'ignored', ...). */
-create function app.apply_stripe_event(p_event jsonb) returns text
+/** Applies one Stripe object to its order; returns the outcome. Events that need a paid order and
+    find none ('deferred') are kept and re-applied by the paid-order fan-out. */
+create function app.apply_stripe_object(p_type text, p_object jsonb, p_event_id text) returns text
 language plpgsql volatile security definer
 set search_path = ''
 as $$
 declare
-  v_type text := p_event ->> 'type';
-  v_object jsonb := p_event -> 'data' -> 'object';
   v_order public.orders;
   v_outcome text := 'ignored';
   v_refund jsonb;
   v_known integer;
 begin
-  if p_event ->> 'id' is null or v_type is null or v_object is null then
-    perform app.fail('22023', 'invalid_event', 'a Stripe event needs id, type and data.object');
+  v_order := app.order_for_stripe_object(p_object);
+  if v_order.id is null and p_type in ('charge.refunded', 'refund.created', 'refund.updated', 'refund.failed', 'charge.dispute.created') then
+    select o.* into v_order from public.orders o where o.payment_intent_id = p_object ->> 'payment_intent' limit 1;
   end if;
-  insert into public.stripe_events (id, type, livemode, payload)
-  values (p_event ->> 'id', v_type, coalesce((p_event ->> 'livemode')::boolean, false), p_event)
-  on conflict (id) do nothing;
-  if not found then
-    return 'duplicate';
-  end if;
-
-  v_order := app.order_for_stripe_object(v_object);
-  if v_order.id is null and v_type in ('charge.refunded', 'refund.created', 'refund.updated', 'refund.failed', 'charge.dispute.created') then
-    select o.* into v_order from public.orders o where o.payment_intent_id = v_object ->> 'payment_intent' limit 1;
+  if p_type in ('charge.refunded', 'refund.created', 'refund.updated', 'refund.failed', 'charge.dispute.created')
+     and (v_order.id is null or v_order.payment_status in ('unpaid', 'pending', 'failed')) then
+    return 'deferred';  -- about a payment we have not seen yet: kept until it arrives
   end if;
 
   if v_order.id is null then
-    v_outcome := case when v_type like 'checkout.session.%' or v_type like 'payment_intent.%' or v_type like 'charge.%'
-                        or v_type like 'refund.%' then 'no_matching_order' else 'ignored' end;
-  elsif v_type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
-    if v_type = 'checkout.session.completed' and v_object ->> 'payment_status' = 'unpaid' then
+    v_outcome := case when p_type like 'checkout.session.%' or p_type like 'payment_intent.%' then 'no_matching_order' else 'ignored' end;
+  elsif p_type in ('checkout.session.completed', 'checkout.session.async_payment_succeeded') then
+    if p_type = 'checkout.session.completed' and p_object ->> 'payment_status' = 'unpaid' then
       update public.orders set payment_status = 'pending'
       where business_id = v_order.business_id and id = v_order.id and payment_status in ('unpaid', 'failed');
       v_outcome := 'awaiting_payment';
-    elsif coalesce((v_object ->> 'amount_total')::integer, v_order.total_cents) < v_order.total_cents then
+    elsif coalesce((p_object ->> 'amount_total')::integer, v_order.total_cents) < v_order.total_cents then
       v_outcome := 'amount_mismatch';
     else
-      v_outcome := case when app.mark_order_paid(v_order.business_id, v_order.id, v_object ->> 'payment_intent', v_object ->> 'id',
-                                                 (v_object ->> 'amount_total')::integer, p_event ->> 'id')
+      v_outcome := case when app.mark_order_paid(v_order.business_id, v_order.id, p_object ->> 'payment_intent', p_object ->> 'id',
+                                                 (p_object ->> 'amount_total')::integer, p_event_id)
                         then 'paid' else 'already_paid' end;
     end if;
-  elsif v_type = 'payment_intent.succeeded' then
-    if coalesce((v_object ->> 'amount_received')::integer, v_order.total_cents) < v_order.total_cents then
+  elsif p_type = 'payment_intent.succeeded' then
+    if coalesce((p_object ->> 'amount_received')::integer, v_order.total_cents) < v_order.total_cents then
       v_outcome := 'amount_mismatch';
     else
-      v_outcome := case when app.mark_order_paid(v_order.business_id, v_order.id, v_object ->> 'id', null,
-                                                 (v_object ->> 'amount_received')::integer, p_event ->> 'id')
+      v_outcome := case when app.mark_order_paid(v_order.business_id, v_order.id, p_object ->> 'id', null,
+                                                 (p_object ->> 'amount_received')::integer, p_event_id)
                         then 'paid' else 'already_paid' end;
     end if;
-  elsif v_type in ('checkout.session.async_payment_failed', 'payment_intent.payment_failed') then
+  elsif p_type in ('checkout.session.async_payment_failed', 'payment_intent.payment_failed') then
     update public.orders set payment_status = 'failed'
     where business_id = v_order.business_id and id = v_order.id and payment_status in ('unpaid', 'pending');
     v_outcome := case when found then 'failed' else 'ignored_after_payment' end;
-  elsif v_type = 'checkout.session.expired' then
+  elsif p_type = 'checkout.session.expired' then
     update public.orders set checkout_session_id = null, checkout_url = null, checkout_expires_at = null,
       payment_status = case when payment_status = 'pending' then 'unpaid'::public.payment_status else payment_status end
-    where business_id = v_order.business_id and id = v_order.id and checkout_session_id = v_object ->> 'id'
+    where business_id = v_order.business_id and id = v_order.id and checkout_session_id = p_object ->> 'id'
       and payment_status in ('unpaid', 'pending', 'failed');
-    v_outcome := case when found then 'session_expired' else 'ignored_after_payment' end;
-  elsif v_type = 'charge.refunded' then
+    v_outcome := case when found then 'session_expired' else 'ignored' end;
+  elsif p_type = 'charge.refunded' then
     -- refunds listed on the charge (when expanded), then any amount Stripe refunded that we do not know of
-    for v_refund in select * from jsonb_array_elements(coalesce(v_object -> 'refunds' -> 'data', '[]'::jsonb)) loop
+    for v_refund in select * from jsonb_array_elements(coalesce(p_object -> 'refunds' -> 'data', '[]'::jsonb)) loop
       perform app.record_refund(v_order.business_id, v_order.id, (v_refund -> 'metadata' ->> 'refund_id')::uuid,
                                 v_refund ->> 'id', v_refund ->> 'status', (v_refund ->> 'amount')::integer, v_refund ->> 'failure_reason');
     end loop;
     select coalesce(sum(r.amount_cents), 0) into v_known from public.refunds r
     where r.business_id = v_order.business_id and r.order_id = v_order.id and r.status in ('pending', 'succeeded');
-    if (v_object ->> 'amount_refunded')::integer > v_known then
-      perform app.record_refund(v_order.business_id, v_order.id, null, 'charge:' || (v_object ->> 'id') || ':' || (v_object ->> 'amount_refunded'),
-                                'succeeded', (v_object ->> 'amount_refunded')::integer - v_known, null);
+    if (p_object ->> 'amount_refunded')::integer > v_known then
+      perform app.record_refund(v_order.business_id, v_order.id, null,
+                                'charge:' || (p_object ->> 'id') || ':' || (p_object ->> 'amount_refunded'),
+                                'succeeded', (p_object ->> 'amount_refunded')::integer - v_known, null);
     end if;
     v_outcome := 'refunds_reconciled';
-  elsif v_type in ('refund.created', 'refund.updated', 'refund.failed') then
-    perform app.record_refund(v_order.business_id, v_order.id, (v_object -> 'metadata' ->> 'refund_id')::uuid,
-                              v_object ->> 'id', v_object ->> 'status', (v_object ->> 'amount')::integer, v_object ->> 'failure_reason');
-    v_outcome := 'refund_' || coalesce(v_object ->> 'status', 'unknown');
-  elsif v_type = 'charge.dispute.created' then
+  elsif p_type in ('refund.created', 'refund.updated', 'refund.failed') then
+    perform app.record_refund(v_order.business_id, v_order.id, (p_object -> 'metadata' ->> 'refund_id')::uuid,
+                              p_object ->> 'id', p_object ->> 'status', (p_object ->> 'amount')::integer, p_object ->> 'failure_reason');
+    v_outcome := 'refund_' || coalesce(p_object ->> 'status', 'unknown');
+  elsif p_type = 'charge.dispute.created' then
     update public.orders set payment_status = 'disputed'
     where business_id = v_order.business_id and id = v_order.id and payment_status in ('paid', 'partially_refunded');
     update public.payments set status = 'disputed'
     where business_id = v_order.business_id and order_id = v_order.id;
     perform app.emit('order.disputed', v_order.business_id, jsonb_build_object('order_id', v_order.id,
-      'amount_cents', (v_object ->> 'amount')::integer, 'reason', v_object ->> 'reason'));
+      'amount_cents', (p_object ->> 'amount')::integer, 'reason', p_object ->> 'reason'));
     v_outcome := 'disputed';
   end if;
 
-  update public.stripe_events set business_id = v_order.business_id, order_id = v_order.id, outcome = v_outcome
-  where id = p_event ->> 'id';
+  update public.stripe_events set business_id = v_order.business_id, order_id = v_order.id
+  where id = p_event_id and v_order.id is not null;
+  return v_outcome;
+end
+$$;
+revoke all on function app.apply_stripe_object(text, jsonb, text) from public;
+grant execute on function app.apply_stripe_object(text, jsonb, text) to service_role;
+
+/** Applies one verified Stripe event in the caller's transaction. The event id is recorded first,
+    so a duplicate (even a concurrent one) does nothing; states only move forward and events that
+    come before the payment they are about wait for it, so any arrival order converges. Returns
+    the outcome ('duplicate', 'paid', 'already_paid', 'deferred', 'ignored', ...). */
+create function app.apply_stripe_event(p_event jsonb) returns text
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_outcome text;
+begin
+  if p_event ->> 'id' is null or p_event ->> 'type' is null or jsonb_typeof(p_event -> 'data' -> 'object') is distinct from 'object' then
+    perform app.fail('22023', 'invalid_event', 'a Stripe event needs id, type and data.object');
+  end if;
+  insert into public.stripe_events (id, type, livemode, payload)
+  values (p_event ->> 'id', p_event ->> 'type', coalesce((p_event ->> 'livemode')::boolean, false), p_event)
+  on conflict (id) do nothing;
+  if not found then
+    return 'duplicate';
+  end if;
+  v_outcome := app.apply_stripe_object(p_event ->> 'type', p_event -> 'data' -> 'object', p_event ->> 'id');
+  update public.stripe_events set outcome = v_outcome where id = p_event ->> 'id';
   return v_outcome;
 end
 $$;
 revoke all on function app.apply_stripe_event(jsonb) from public;
 grant execute on function app.apply_stripe_event(jsonb) to service_role;
+
+/** Re-applies the events that waited for this payment (refunds, disputes that came first). */
+create function app.apply_deferred_stripe_events(p_payment_intent_id text) returns integer
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_event record;
+  v_count integer := 0;
+begin
+  for v_event in
+    select e.id, e.type, e.payload from public.stripe_events e
+    where e.outcome = 'deferred' and e.payload -> 'data' -> 'object' ->> 'payment_intent' = p_payment_intent_id
+    order by (e.payload ->> 'created')::bigint, e.received_at
+    for update
+  loop
+    update public.stripe_events set outcome = app.apply_stripe_object(v_event.type, v_event.payload -> 'data' -> 'object', v_event.id)
+    where id = v_event.id;
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+revoke all on function app.apply_deferred_stripe_events(text) from public;
+grant execute on function app.apply_deferred_stripe_events(text) to service_role;
 
 -- section views
 

@@ -15,7 +15,7 @@ import psycopg
 
 from brigade.auth import Claims
 from tests.conftest import Api
-from tests.e2e.conftest import Outside
+from tests.ordering_fixtures import Outside
 from tests.ordering_kit import EXPECTED_SUBTOTAL, EXPECTED_TAX, EXPECTED_TOTAL, Menu, order_payload, session_completed, signed
 from worker import main as worker_main
 

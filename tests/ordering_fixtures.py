@@ -1,5 +1,5 @@
-"""Fixtures for whole flows: the fakes of Stripe, Twilio and Resend, and the functions server and
-settings pointed at them."""
+"""Fixtures for the order flow: fakes of Stripe, Twilio and Resend, the functions server and settings
+pointed at them, a tenant with a menu. Registered for every test folder by the root conftest."""
 
 from __future__ import annotations
 
