@@ -368,7 +368,7 @@ begin
   if v_user is not null then
     v_email := coalesce(v_email, nullif(lower(auth.email()), ''));
   end if;
-  if v_phone is not null and v_phone !~ '^\+?[0-9]{7,15}$' then
+  if nullif(trim(p_order -> 'customer' ->> 'phone'), '') is not null and coalesce(v_phone, '') !~ '^\+?[0-9]{7,15}$' then
     perform app.fail('BR113', 'invalid_phone', 'the phone number is not valid');
   end if;
   if v_email is not null and v_email !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$' then
