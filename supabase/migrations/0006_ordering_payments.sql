@@ -30,7 +30,7 @@ declare
   v_business public.businesses;
 begin
   select o.* into v_order from public.orders o where o.id = p_order_id;
-  if v_order.id is null or not (v_order.access_token = p_access_token
+  if v_order.id is null or not (coalesce(v_order.access_token = p_access_token, false)
                                 or app.has_venue_access(v_order.business_id, v_order.venue_id, '{owner,manager,staff}')) then
     perform app.fail('PT404', 'order_not_found', 'no order with that id and token');
   end if;
@@ -191,7 +191,10 @@ begin
     select coalesce(sum(t.points), 0) into v_earned from public.loyalty_transactions t
     where t.business_id = v_order.business_id and t.order_id = v_order.id and t.reason = 'order';
     if v_earned > 0 then
-      v_reverse := floor(v_earned::numeric * v_refund.amount_cents / v_order.total_cents);
+      -- cumulative, so partial refunds that add up to the total reverse exactly what was earned
+      v_reverse := floor(v_earned::numeric * least(v_order.total_cents, v_order.refunded_cents + v_refund.amount_cents) / v_order.total_cents)
+                   + coalesce((select sum(t.points) from public.loyalty_transactions t
+                               where t.business_id = v_order.business_id and t.order_id = v_order.id and t.reason = 'refund'), 0);
       select a.balance into v_balance from public.loyalty_accounts a
       where a.business_id = v_order.business_id and a.customer_id = v_order.customer_id for update;
       v_reverse := least(v_reverse, coalesce(v_balance, 0));

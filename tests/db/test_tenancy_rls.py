@@ -16,9 +16,12 @@ from psycopg import sql
 
 from brigade.auth import Claims
 from tests.conftest import Api, Factory, Tenant
+from tests.ordering_kit import build_menu, order_payload, session_completed
 
 # Platform-wide reference tables: readable by everyone, writable by no API role.
 CATALOGUE_TABLES = {"plans", "modules"}
+# Tables only the service role touches (no API role has any privilege on them).
+SERVICE_ONLY_TABLES = {"stripe_events"}
 # What anon may read, and which rows: a filter that must hold for every row anon sees.
 ANON_READABLE: dict[str, str] = {
     "plans": "true",
@@ -54,12 +57,35 @@ def venue_column(conn: psycopg.Connection[dict[str, Any]], table: str) -> str | 
 
 
 @pytest.fixture
-def tenants(factory: Factory, conn: psycopg.Connection[dict[str, Any]]) -> tuple[Tenant, Tenant]:
+def tenants(factory: Factory, conn: psycopg.Connection[dict[str, Any]], api: Api) -> tuple[Tenant, Tenant]:
     """Two businesses with rows in every tenant table (extend this when a module adds tables)."""
     a = factory.tenant("Alpha Diner", {"ordering": True})
     b = factory.tenant("Bravo Bakery", {"ordering": True})
     for t in (a, b):
         conn.execute("select app.set_business_module(%s, 'crm', true)", (t.business_id,))  # audit_log rows
+        menu = build_menu(conn, t)
+        main, back = t.venues
+        conn.execute("insert into public.loyalty_programs (business_id, points_per_currency_unit) values (%s, 2)", (t.business_id,))
+        for venue in (main, back):
+            conn.execute("insert into public.venue_opening_hours (business_id, venue_id, weekday, opens_at, closes_at) "
+                         "select %s, %s, d, '00:00', '00:00' from generate_series(0, 6) d", (t.business_id, venue))
+            conn.execute("insert into public.venue_hours_exceptions (business_id, venue_id, on_date, is_closed) "
+                         "values (%s, %s, '2030-12-25', true)", (t.business_id, venue))
+            conn.execute("insert into public.venue_products (business_id, venue_id, product_id, is_available, unavailable_reason) "
+                         "values (%s, %s, %s, true, null)", (t.business_id, venue, menu.products["croissant"]))
+        back_stock = conn.execute("insert into public.stock_items (business_id, venue_id, sku, name) values (%s, %s, 'milk', 'Milk') "
+                                  "returning id", (t.business_id, back)).fetchone()
+        conn.execute("insert into public.stock_movements (business_id, venue_id, stock_item_id, delta, reason) values (%s, %s, %s, 3, 'count')",
+                     (t.business_id, back, back_stock["id"]))  # type: ignore[index]
+        conn.execute("update public.venues set is_published = true where id = %s", (back,))
+        orders = [api.run(Claims.anon(), "select public.place_order(%s) as r",
+                          (json.dumps(order_payload(menu, venue_id=str(v))),))[0]["r"] for v in (main, back)]
+        conn.execute("update public.venues set is_published = false where id = %s", (back,))
+        for n, order in enumerate(orders):
+            conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, f"cs_{t.business_id}_{n}", f"pi_{t.business_id}_{n}")),))
+        refund = api.run(t.claims("owner"), "select public.request_refund(%s, 100) as r", (orders[0]["order_id"],))[0]["r"]
+        conn.execute("select app.record_refund(%s, %s, %s, %s, 'succeeded', 100, null)",
+                     (t.business_id, orders[0]["order_id"], refund["refund_id"], f"re_{t.business_id}"))
     return a, b
 
 
@@ -70,6 +96,11 @@ def test_every_public_table_is_covered(conn: psycopg.Connection[dict[str, Any]],
         assert rls and rls["relrowsecurity"], f"{table}: row level security is not enabled"
         if table in CATALOGUE_TABLES:
             continue
+        if table in SERVICE_ONLY_TABLES:
+            grants = conn.execute("select count(*) as n from information_schema.role_table_grants where table_schema = 'public' "
+                                  "and table_name = %s and grantee in ('anon', 'authenticated')", (table,)).fetchone()
+            assert grants == {"n": 0}, f"{table} is service-only but an API role holds a privilege on it"
+            continue
         col = tenant_column(conn, table)
         assert col, f"{table}: a tenant table needs business_id (or belongs in CATALOGUE_TABLES)"
         for tenant in (a, b):
@@ -78,13 +109,31 @@ def test_every_public_table_is_covered(conn: psycopg.Connection[dict[str, Any]],
             assert n and n["n"] > 0, f"{table}: the fixture has no rows for a tenant, so the walk would prove nothing"
 
 
+def selectable(conn: psycopg.Connection[dict[str, Any]], table: str, role: str) -> list[str]:
+    rows = conn.execute("select column_name from information_schema.column_privileges where table_schema = 'public' "
+                        "and table_name = %s and grantee = %s and privilege_type = 'SELECT' order by column_name", (table, role)).fetchall()
+    return [r["column_name"] for r in rows]
+
+
+def primary_key(conn: psycopg.Connection[dict[str, Any]], table: str) -> list[str]:
+    rows = conn.execute("select a.attname from pg_index i join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey) "
+                        "where i.indrelid = %s::regclass and i.indisprimary order by a.attname", (f"public.{table}",)).fetchall()
+    return [r["attname"] for r in rows]
+
+
 def visible(api: Api, claims: Claims, table: str, where: sql.Composable, params: Any = None) -> list[dict[str, Any]] | None:
-    """Rows the caller sees, or None when the caller may not select from the table at all."""
-    query = sql.SQL("select to_jsonb(t) as row from public.{} t where ").format(sql.Identifier(table)) + where
-    try:
-        return [r["row"] for r in api.run(claims, query, params)]
-    except psycopg.errors.InsufficientPrivilege:
+    """Rows the caller sees, projected on the columns its role may select; None when it may select none."""
+    with psycopg.connect(api.dsn, row_factory=psycopg.rows.dict_row) as c:
+        cols = selectable(c, table, claims.role)
+    if not cols:
         return None
+    query = (sql.SQL("select to_jsonb(t) as row from (select {} from public.{} where ").format(
+        sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(table)) + where + sql.SQL(") t"))
+    return [r["row"] for r in api.run(claims, query, params)]
+
+
+def keys(rows: list[dict[str, Any]] | None, pk: list[str]) -> set[tuple[Any, ...]]:
+    return {tuple(r[c] for c in pk) for r in rows or []}
 
 
 @pytest.mark.parametrize("role", MEMBER_ROLES)
@@ -97,10 +146,10 @@ def test_members_read_nothing_of_another_business_beyond_the_public(
         if col is None:
             continue
         where = sql.SQL("{} = %s").format(sql.Identifier(col))
-        seen = visible(api, a.claims(role), table, where, (b.business_id,)) or []
-        public = visible(api, Claims.anon(), table, where, (b.business_id,)) or []
-        extra = [r for r in seen if r not in public]
-        assert not extra, f"{role} of A reads {len(extra)} private row(s) of B in {table}"
+        pk = primary_key(conn, table)
+        seen = keys(visible(api, a.claims(role), table, where, (b.business_id,)), pk)
+        public = keys(visible(api, Claims.anon(), table, where, (b.business_id,)), pk)
+        assert not seen - public, f"{role} of A reads {len(seen - public)} private row(s) of B in {table}"
 
 
 def test_members_see_their_own_business(api: Api, tenants: tuple[Tenant, Tenant]) -> None:
@@ -199,7 +248,9 @@ def test_venue_limited_staff_see_only_their_venues(
         for row in visible(api, a.claims("staff"), table, where, (a.business_id,)) or []:
             assert str(row[vcol]) != str(other), f"staff limited to one venue read {table} of another venue"
         # The unlimited manager does see the other venue, so the check above is not vacuous.
-    assert walked >= 2
+    assert walked >= 10
+    back_orders = visible(api, a.claims("manager"), "orders", sql.SQL("venue_id = %s"), (other,)) or []
+    assert len(back_orders) == 1, "the manager sees the other venue's order, so the staff check is not vacuous"
     managers = visible(api, a.claims("manager"), "venues", sql.SQL("business_id = %s"), (a.business_id,)) or []
     assert {r["id"] for r in managers} == {str(mine), str(other)}
     staff = visible(api, a.claims("staff"), "venues", sql.SQL("business_id = %s"), (a.business_id,)) or []
