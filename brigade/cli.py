@@ -75,7 +75,10 @@ def banner(settings: Settings) -> str:
         lines.append(f"  {label:<22} {token}")
     lines += [
         "",
-        "Try: switch the CRM module off for the demo business, as the operator:",
+        "Try: the whole order flow on the demo business, in another terminal:",
+        "  .venv/bin/brigade demo",
+        "",
+        "Or switch the CRM module off for the demo business, as the operator:",
         f"  curl -X PUT {settings.functions_url}/admin/businesses/{DEMO_BUSINESS_ID}/modules/crm \\",
         "       -H 'Authorization: Bearer <platform operator token>' -H 'content-type: application/json' -d '{\"enabled\": false}'",
         "",
@@ -183,6 +186,12 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from brigade import demo
+
+    return demo.run(settings)
+
+
 def cmd_jwt(args: argparse.Namespace, settings: Settings) -> int:
     if args.role == "authenticated":
         if not args.sub:
@@ -224,6 +233,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("dead_id", type=int)
     e.add_parser("stats", help="outbox depth")
 
+    sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
+
     j = sub.add_parser("jwt", help="sign a local JWT")
     j.add_argument("--role", choices=["anon", "authenticated", "service_role"], default="authenticated")
     j.add_argument("--sub")
@@ -237,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     settings = get_settings()
     logs.configure(settings.log_format)
-    handlers = {"up": cmd_up, "db": cmd_db, "serve": cmd_serve, "worker": cmd_worker, "events": cmd_events, "jwt": cmd_jwt}
+    handlers = {"up": cmd_up, "db": cmd_db, "serve": cmd_serve, "worker": cmd_worker, "events": cmd_events, "jwt": cmd_jwt,
+                "demo": cmd_demo}
     return handlers[args.command](args, settings)
 
 

@@ -4,20 +4,23 @@ while the session is created, and the idempotency key is the order and its attem
 
 from __future__ import annotations
 
+import html
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from brigade.auth import Claims
 from brigade.db import transaction_as
-from brigade.errors import wrap_exceptions
+from brigade.errors import NotFound, wrap_exceptions
 from brigade.providers import Providers, session_expiry
 from brigade.settings import Settings
 from functions.deps import caller_or_anon, get_pool, get_providers, get_settings
+from functions.stripe_webhook import apply_event
 
 router = APIRouter()
 
@@ -100,3 +103,50 @@ async def checkout(
 async def _context(conn: Any, body: CheckoutRequest) -> dict[str, Any]:
     row = await (await conn.execute("select app.checkout_context(%s, %s) as ctx", (body.order_id, body.access_token))).fetchone()
     return row["ctx"]
+
+
+# The local run's stand-in for Stripe's hosted page (payments_provider = "log" only): it shows the
+# order and, on "Pay", applies the checkout.session.completed Stripe would send.
+
+LOCAL_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Pay order #{number}</title></head>
+<body style="font-family: sans-serif; max-width: 28rem; margin: 3rem auto">
+<h1>{business}</h1><p>Order #{number}: <strong>{total}</strong></p><p>{state}</p>
+<form method="post" action="{action}"><button type="submit" {disabled}>Pay (simulated, local run)</button></form>
+<p><small>Stripe is not configured (payments_provider = "log"): this page stands in for Checkout.</small></p>
+</body></html>"""
+
+
+async def _local_session(pool: AsyncConnectionPool, settings: Settings, session_id: str) -> dict[str, Any]:
+    if settings.payments_provider != "log":
+        raise NotFound("no such page", hint="not_found")
+    async with transaction_as(pool, Claims.service()) as conn:
+        row = await (await conn.execute(
+            "select o.id, o.business_id, o.order_number, o.total_cents, o.currency, o.payment_status, b.name "
+            "from public.orders o join public.businesses b on b.id = o.business_id where o.checkout_session_id = %s",
+            (session_id,))).fetchone()
+    if row is None:
+        raise NotFound("no such checkout session", hint="not_found")
+    return row
+
+
+@router.get("/checkout/local/{session_id}", response_class=HTMLResponse)
+async def local_page(session_id: str, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+                     settings: Annotated[Settings, Depends(get_settings)]) -> str:
+    order = await _local_session(pool, settings, session_id)
+    paid = order["payment_status"] != "unpaid"
+    return LOCAL_PAGE.format(business=html.escape(order["name"]), number=order["order_number"],
+                             total=f"{order['total_cents'] / 100:.2f} {order['currency']}",
+                             state=f"Payment status: {order['payment_status']}", action=f"{session_id}/pay",
+                             disabled="disabled" if paid else "")
+
+
+@router.post("/checkout/local/{session_id}/pay")
+async def local_pay(session_id: str, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+                    settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
+    order = await _local_session(pool, settings, session_id)
+    event = {"id": f"evt_local_{uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex}", "object": "event",
+             "type": "checkout.session.completed", "livemode": False, "data": {"object": {
+                 "id": session_id, "object": "checkout.session", "payment_status": "paid", "amount_total": order["total_cents"],
+                 "payment_intent": f"pi_local_{uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex[:24]}",
+                 "metadata": {"order_id": str(order["id"]), "business_id": str(order["business_id"])}}}}
+    return {"outcome": await apply_event(pool, event), "order_id": str(order["id"])}

@@ -30,3 +30,94 @@ on conflict do nothing;
 insert into public.membership_venues (business_id, membership_id, venue_id) values
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-00000000b003', '00000000-0000-4000-8000-000000000101')
 on conflict do nothing;
+
+-- The demo menu: coffee and pastries at Downtown (open around the clock) and Harbour (07:00-22:00).
+update public.venues set accepts_delivery = true, accepts_dine_in = true, delivery_fee_cents = 299, delivery_radius_km = 6,
+  tax_rate_bps = 888
+where business_id = '00000000-0000-4000-8000-000000000001';
+
+insert into public.venue_opening_hours (business_id, venue_id, id, weekday, opens_at, closes_at)
+select '00000000-0000-4000-8000-000000000001', v.venue_id, extensions.gen_random_uuid(), d, v.opens, v.closes
+from (values ('00000000-0000-4000-8000-000000000101'::uuid, '00:00'::time, '00:00'::time),
+             ('00000000-0000-4000-8000-000000000102'::uuid, '07:00'::time, '22:00'::time)) v (venue_id, opens, closes)
+cross join generate_series(0, 6) d
+where not exists (select 1 from public.venue_opening_hours h where h.venue_id = v.venue_id);
+
+insert into public.loyalty_programs (business_id, points_per_currency_unit)
+values ('00000000-0000-4000-8000-000000000001', 1) on conflict do nothing;
+
+insert into public.product_categories (business_id, id, name, sort_order) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0001', 'Coffee', 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0002', 'Bakery', 2),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0003', 'Brunch', 3)
+on conflict do nothing;
+
+insert into public.products (business_id, id, category_id, name, description, price_cents, cost_cents, prep_time_minutes, sort_order) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0001', '00000000-0000-4000-8000-0000000c0001',
+   'Latte', 'Double espresso, steamed milk', 450, 110, 4, 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0002', '00000000-0000-4000-8000-0000000c0001',
+   'Cappuccino', 'Double espresso, foam', 420, 100, 4, 2),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0003', '00000000-0000-4000-8000-0000000c0002',
+   'Croissant', 'Butter croissant, baked every morning', 350, 90, 1, 3),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0004', '00000000-0000-4000-8000-0000000c0003',
+   'Avocado toast', 'Sourdough, avocado, chilli, lime', 1150, 380, 10, 4)
+on conflict do nothing;
+
+insert into public.product_variants (business_id, id, product_id, name, price_adjustment_cents, cost_adjustment_cents, is_default, sort_order) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000e0001', '00000000-0000-4000-8000-0000000d0001', 'Regular', 0, 0, true, 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000e0002', '00000000-0000-4000-8000-0000000d0001', 'Large', 90, 25, false, 2),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000e0003', '00000000-0000-4000-8000-0000000d0002', 'Regular', 0, 0, true, 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000e0004', '00000000-0000-4000-8000-0000000d0002', 'Large', 90, 25, false, 2)
+on conflict do nothing;
+
+insert into public.modifier_groups (business_id, id, name, min_choices, max_choices) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000f0001', 'Milk', 0, 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000f0002', 'Extras', 0, 3)
+on conflict do nothing;
+
+insert into public.modifiers (business_id, id, group_id, name, price_cents, cost_cents, sort_order) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000f1001', '00000000-0000-4000-8000-0000000f0001', 'Oat milk', 60, 20, 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000f1002', '00000000-0000-4000-8000-0000000f0001', 'Almond milk', 60, 22, 2),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000f1003', '00000000-0000-4000-8000-0000000f0002', 'Extra shot', 80, 15, 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000f1004', '00000000-0000-4000-8000-0000000f0002', 'Vanilla syrup', 50, 8, 2)
+on conflict do nothing;
+
+insert into public.product_modifier_groups (business_id, product_id, group_id, sort_order) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0001', '00000000-0000-4000-8000-0000000f0001', 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0001', '00000000-0000-4000-8000-0000000f0002', 2),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0002', '00000000-0000-4000-8000-0000000f0001', 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000d0002', '00000000-0000-4000-8000-0000000f0002', 2)
+on conflict do nothing;
+
+insert into public.stock_items (business_id, venue_id, id, sku, name, unit, critical_level)
+select '00000000-0000-4000-8000-000000000001', v.id, extensions.gen_random_uuid(), s.sku, s.name, s.unit, s.critical
+from public.venues v
+cross join (values ('milk', 'Whole milk', 'L', 4.0), ('oat', 'Oat milk', 'L', 1.0), ('almond', 'Almond milk', 'L', 1.0),
+                   ('beans', 'Espresso beans', 'kg', 1.0), ('butter', 'Butter', 'kg', 0.5), ('avocado', 'Avocados', 'each', 6),
+                   ('sourdough', 'Sourdough loaf', 'slice', 10)) s (sku, name, unit, critical)
+where v.business_id = '00000000-0000-4000-8000-000000000001'
+on conflict do nothing;
+
+-- opening stock: one 'count' movement per item, once
+insert into public.stock_movements (business_id, venue_id, stock_item_id, delta, reason, note)
+select s.business_id, s.venue_id, s.id,
+       case s.sku when 'milk' then 20 when 'oat' then 5 when 'almond' then 4 when 'beans' then 6 when 'butter' then 3
+                  when 'avocado' then 24 else 60 end,
+       'count', 'opening stock (seed)'
+from public.stock_items s
+where s.business_id = '00000000-0000-4000-8000-000000000001'
+  and not exists (select 1 from public.stock_movements m where m.business_id = s.business_id and m.stock_item_id = s.id);
+
+insert into public.recipe_lines (business_id, id, product_id, variant_id, modifier_id, stock_sku, quantity) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1001', '00000000-0000-4000-8000-0000000d0001', null, null, 'milk', 0.25),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1002', '00000000-0000-4000-8000-0000000d0001', null, null, 'beans', 0.018),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1003', null, '00000000-0000-4000-8000-0000000e0002', null, 'milk', 0.1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1004', '00000000-0000-4000-8000-0000000d0002', null, null, 'milk', 0.15),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1005', '00000000-0000-4000-8000-0000000d0002', null, null, 'beans', 0.018),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1006', null, null, '00000000-0000-4000-8000-0000000f1001', 'oat', 0.25),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1007', null, null, '00000000-0000-4000-8000-0000000f1002', 'almond', 0.25),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1008', null, null, '00000000-0000-4000-8000-0000000f1003', 'beans', 0.009),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1009', '00000000-0000-4000-8000-0000000d0003', null, null, 'butter', 0.02),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1010', '00000000-0000-4000-8000-0000000d0004', null, null, 'avocado', 1),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1011', '00000000-0000-4000-8000-0000000d0004', null, null, 'sourdough', 2)
+on conflict do nothing;

@@ -34,12 +34,17 @@ def data_dir() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
+def local_env(data_dir: Path, db_port: int, fn_port: int) -> dict[str, str]:
+    env = {**os.environ, "BRIGADE_DATA_DIR": str(data_dir), "BRIGADE_DB_PORT": str(db_port),
+           "BRIGADE_FUNCTIONS_PORT": str(fn_port), "PYTHONPATH": str(PROJECT_ROOT)}
+    env.pop("DATABASE_URL", None)
+    env.pop("BRIGADE_DATABASE_URL", None)
+    return env
+
+
 class Up:
     def __init__(self, data_dir: Path, db_port: int, fn_port: int) -> None:
-        env = {**os.environ, "BRIGADE_DATA_DIR": str(data_dir), "BRIGADE_DB_PORT": str(db_port),
-               "BRIGADE_FUNCTIONS_PORT": str(fn_port), "PYTHONPATH": str(PROJECT_ROOT)}
-        env.pop("DATABASE_URL", None)
-        env.pop("BRIGADE_DATABASE_URL", None)
+        env = local_env(data_dir, db_port, fn_port)
         self.proc = subprocess.Popen([sys.executable, "-m", "brigade", "up"], cwd=PROJECT_ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.banner: list[str] = []
@@ -83,6 +88,11 @@ def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> 
             operator = {"authorization": f"Bearer {first.token('platform operator')}"}
             r = httpx.put(f"{base}/admin/businesses/{DEMO}/modules/voice", json={"enabled": False}, headers=operator)
             assert r.status_code == 200 and r.json()["modules"]["voice"] is False
+            demo = subprocess.run([sys.executable, "-m", "brigade", "demo"], cwd=PROJECT_ROOT, env=local_env(data_dir, db_port, fn_port),
+                                  capture_output=True, text=True, timeout=120)
+            assert demo.returncode == 0, demo.stdout + demo.stderr
+            assert "first delivery: 200 paid" in demo.stdout and "Stripe retries it: 200 duplicate" in demo.stdout
+            assert re.search(r"order #1 is completed", demo.stdout), demo.stdout
         finally:
             assert first.stop() == 0
         assert not cluster.running(), "Ctrl-C stops the embedded cluster too"

@@ -178,3 +178,27 @@ def test_a_refund_stripe_refuses_is_reported_and_recorded(api: Api, conn: psycop
     assert r.status_code == 502 and r.json()["error"] == "refund_failed"
     assert conn.execute("select status, failure_reason is not null as why from public.refunds").fetchone() == {"status": "failed", "why": True}
     assert snapshot(conn, order["order_id"])["payment_status"] == "paid"
+
+
+def test_the_local_checkout_page_pays_only_with_the_log_provider(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu,
+                                                                 settings: Any) -> None:
+    from functions.app import create_app
+    from tests.conftest import ServerThread
+
+    order = place(api, menu)
+    with ServerThread(create_app(settings)) as server:  # payments_provider = "log": no Stripe keys
+        session = httpx.post(f"{server.url}/functions/v1/checkout", json={"order_id": order["order_id"],
+                                                                         "access_token": order["access_token"]}).json()
+        assert session["url"].endswith(f"/functions/v1/checkout/local/{session['session_id']}")
+        page = httpx.get(f"{server.url}/functions/v1/checkout/local/{session['session_id']}")
+        assert page.status_code == 200 and f"Order #{order['order_number']}" in page.text
+        paid = httpx.post(f"{server.url}/functions/v1/checkout/local/{session['session_id']}/pay").json()
+        assert paid["outcome"] == "paid"
+        assert httpx.post(f"{server.url}/functions/v1/checkout/local/{session['session_id']}/pay").json()["outcome"] == "duplicate"
+    assert conn.execute("select payment_status from public.orders where id = %s", (order["order_id"],)).fetchone() == {"payment_status": "paid"}
+
+
+def test_no_local_checkout_page_with_real_stripe(api: Api, menu: Menu, outside: Outside) -> None:
+    order = place(api, menu)
+    session = checkout(outside, {"order_id": order["order_id"], "access_token": order["access_token"]}).json()
+    assert httpx.post(f"{outside.functions.url}/functions/v1/checkout/local/{session['session_id']}/pay").status_code == 404

@@ -1,0 +1,140 @@
+"""`brigade demo`: one order on the demo business, driven through the running local stack the way
+the storefront, Stripe and the staff would — so a newcomer watches the kitchen ticket, the stock,
+the points and the messages appear. Start the stack first (`make run`), then run this elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import httpx
+import psycopg
+import stripe
+from psycopg.rows import dict_row
+
+from brigade.auth import Claims
+from brigade.settings import Settings
+
+BUSINESS = "00000000-0000-4000-8000-000000000001"
+DOWNTOWN = "00000000-0000-4000-8000-000000000101"
+LATTE, LARGE, OAT, CROISSANT = (
+    "00000000-0000-4000-8000-0000000d0001", "00000000-0000-4000-8000-0000000e0002",
+    "00000000-0000-4000-8000-0000000f1001", "00000000-0000-4000-8000-0000000d0003")
+STAFF = "00000000-0000-4000-8000-00000000a003"
+GUEST_PHONE = "+15555550100"
+
+
+@contextmanager
+def as_caller(dsn: str, claims: Claims) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+    """One transaction as PostgREST would run it for these claims."""
+    with psycopg.connect(dsn, row_factory=dict_row) as conn:
+        with conn.transaction():
+            conn.execute("select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                         (claims.role, json.dumps(claims.as_dict())))
+            yield conn
+
+
+def step(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def wait_for(conn: psycopg.Connection[dict[str, Any]], sql: str, params: Any, timeout: float = 30) -> Any:
+    """Poll until the query returns a row (the worker runs in the other process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = conn.execute(sql, params).fetchone()
+        if row:
+            return row
+        time.sleep(0.2)
+    raise SystemExit(f"timed out waiting for the worker ({timeout:.0f}s): is `brigade up` running?")
+
+
+def last_code(settings: Settings) -> str:
+    """The pickup code the `log` SMS provider wrote to the outbox file (the guest's "phone")."""
+    for line in reversed(settings.outbox_file.read_text().splitlines()):
+        entry = json.loads(line)
+        if entry.get("kind") == "sms" and entry.get("to") == GUEST_PHONE and "pickup code is" in entry.get("body", ""):
+            return entry["body"].split("pickup code is ")[1][:6]
+    raise SystemExit("no pickup code in the outbox file: are the log providers configured?")
+
+
+def run(settings: Settings) -> int:
+    base = settings.functions_url
+    try:
+        httpx.get(f"{base}/health", timeout=3).raise_for_status()
+    except httpx.HTTPError:
+        print(f"Brigade is not answering at {base}: start it with `make run` first.", file=sys.stderr)
+        return 2
+    with psycopg.connect(settings.dsn, row_factory=dict_row, autocommit=True) as db:
+        stock_before = {r["sku"]: float(r["quantity"]) for r in db.execute(
+            "select sku, quantity from public.stock_items where venue_id = %s", (DOWNTOWN,))}
+
+        step("A guest orders on the storefront (anon, through place_order)")
+        payload = {"venue_id": DOWNTOWN, "channel": "web", "fulfilment": "pickup",
+                   "customer": {"name": "Demo Guest", "phone": GUEST_PHONE, "email": "guest@demo-cafe.test"},
+                   "items": [{"product_id": LATTE, "variant_id": LARGE, "modifier_ids": [OAT], "quantity": 1},
+                             {"product_id": CROISSANT, "quantity": 2}], "tip_cents": 150}
+        with as_caller(settings.dsn, Claims.anon()) as conn:
+            order = conn.execute("select public.place_order(%s) as r", (json.dumps(payload),)).fetchone()["r"]  # type: ignore[index]
+        print(f"order #{order['order_number']}: total {order['total_cents'] / 100:.2f} {order['currency']} "
+              f"(subtotal {order['subtotal_cents']}, tax {order['tax_cents']}, tip {order['tip_cents']})")
+
+        step("Checkout (POST /functions/v1/checkout)")
+        session = httpx.post(f"{base}/checkout", json={"order_id": order["order_id"], "access_token": order["access_token"]},
+                             timeout=30).json()
+        print(f"session {session['session_id']} -> {session['url']}")
+
+        step("Stripe calls back: checkout.session.completed, signed (POST /functions/v1/stripe-webhook)")
+        event = {"id": f"evt_demo_{uuid.uuid4().hex[:16]}", "object": "event", "type": "checkout.session.completed",
+                 "created": int(time.time()), "livemode": False, "data": {"object": {
+                     "id": session["session_id"], "object": "checkout.session", "payment_status": "paid",
+                     "amount_total": order["total_cents"], "payment_intent": f"pi_demo_{uuid.uuid4().hex[:16]}",
+                     "metadata": {"order_id": order["order_id"], "business_id": order["business_id"]}}}}
+        body = json.dumps(event)
+        header = stripe.WebhookSignature.generate_signature_header(body, settings.stripe_webhook_secret)
+        for attempt in ("first delivery", "Stripe retries it"):
+            r = httpx.post(f"{base}/stripe-webhook", content=body, headers={"stripe-signature": header}, timeout=30)
+            print(f"{attempt}: {r.status_code} {r.json()['outcome']}")
+
+        step("The fan-out, written in the same transaction")
+        ticket = db.execute("select items, allergens, status from public.kitchen_tickets where order_id = %s", (order["order_id"],)).fetchone()
+        print("kitchen ticket:", json.dumps(ticket["items"]), "| allergens:", ticket["allergens"], "|", ticket["status"])  # type: ignore[index]
+        after = {r["sku"]: float(r["quantity"]) for r in db.execute("select sku, quantity from public.stock_items where venue_id = %s", (DOWNTOWN,))}
+        print("stock used:", {k: round(stock_before[k] - v, 3) for k, v in after.items() if stock_before[k] != v})
+        pts = db.execute("select a.balance from public.loyalty_accounts a join public.orders o on o.customer_id = a.customer_id "
+                         "where o.id = %s", (order["order_id"],)).fetchone()
+        print("loyalty balance:", pts["balance"] if pts else 0)
+
+        step("The worker sends the pickup code and the receipt (log providers: see the other terminal)")
+        wait_for(db, "select 1 from public.notification_log where order_id = %s and channel = 'sms' and status = 'sent'", (order["order_id"],))
+        code = last_code(settings)
+        for n in db.execute("select channel, template, recipient, status, provider from public.notification_log where order_id = %s "
+                            "order by created_at", (order["order_id"],)):
+            print(f"{n['channel']:<6} {n['template']:<12} -> {n['recipient']} [{n['status']} via {n['provider']}]")
+        print(f"the guest's phone shows code {code}")
+
+        step("Staff move it along; 'ready' makes the worker call the guest")
+        staff = Claims.user(STAFF, email="staff@demo-cafe.test")
+        for status in ("accepted", "preparing", "ready"):
+            with as_caller(settings.dsn, staff) as conn:
+                conn.execute("select public.set_order_status(%s, %s)", (order["order_id"], status))
+            print("->", status)
+        wait_for(db, "select 1 from public.notification_log where order_id = %s and channel = 'voice' and status = 'sent'", (order["order_id"],))
+        print("call placed to", GUEST_PHONE)
+
+        step("The guest shows the code at the counter")
+        with as_caller(settings.dsn, staff) as conn:
+            wrong = conn.execute("select public.verify_pickup_code(%s, '000000') as r", (order["order_id"],)).fetchone()["r"]  # type: ignore[index]
+        print("a wrong code:", wrong)
+        with as_caller(settings.dsn, staff) as conn:
+            right = conn.execute("select public.verify_pickup_code(%s, %s) as r", (order["order_id"], code)).fetchone()["r"]  # type: ignore[index]
+        print("the right code:", right)
+        final = db.execute("select o.status, p.revenue_cents, p.cost_of_goods_cents, p.stripe_fee_cents, p.messaging_cost_cents, p.margin_cents "
+                           "from public.orders o join public.order_profit p on p.order_id = o.id where o.id = %s", (order["order_id"],)).fetchone()
+        print(f"order #{order['order_number']} is {final['status']}; profit: {json.dumps({k: float(v) for k, v in final.items() if k != 'status'})}")  # type: ignore[index, union-attr]
+    return 0
