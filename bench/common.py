@@ -28,7 +28,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def bench_cluster() -> Iterator[Cluster]:
+def bench_cluster(*, seed: bool = False) -> Iterator[Cluster]:
     """A migrated cluster with production-like durability (fsync and synchronous_commit on)."""
     base = Path(tempfile.mkdtemp(prefix="brigade-bench-"))
     if os.geteuid() == 0:
@@ -37,7 +37,7 @@ def bench_cluster() -> Iterator[Cluster]:
     cluster = Cluster(base / "pg", free_port(), {"max_connections": "200"})
     try:
         cluster.start()
-        migrate(cluster.dsn, compat=True, seed=False)
+        migrate(cluster.dsn, compat=True, seed=seed)
         yield cluster
     finally:
         cluster.destroy()

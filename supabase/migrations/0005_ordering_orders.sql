@@ -599,9 +599,6 @@ begin
   from public.order_items i where i.business_id = v_order.business_id and i.order_id = v_order.id
   on conflict (business_id, order_id) do nothing;
 
-  -- stock through the recipes, in stock-item order so concurrent orders cannot deadlock
-  perform app.move_stock_for_order(v_order.business_id, v_order.id, -1, 'order', null);
-
   -- loyalty
   if app.module_enabled(v_order.business_id, 'loyalty') then
     select coalesce((select lp.points_per_currency_unit from public.loyalty_programs lp where lp.business_id = v_order.business_id), 1)
@@ -625,6 +622,10 @@ begin
   perform app.emit('order.paid', v_order.business_id, jsonb_build_object(
     'order_id', v_order.id, 'order_number', v_order.order_number, 'venue_id', v_order.venue_id,
     'customer_id', v_customer, 'total_cents', v_order.total_cents, 'pickup_code', v_code));
+
+  -- stock through the recipes, in stock-item order so concurrent orders cannot deadlock; last, because
+  -- a venue's stock rows are what concurrent paid orders wait on, and they stay locked until commit
+  perform app.move_stock_for_order(v_order.business_id, v_order.id, -1, 'order', null);
 
   -- what arrived before the payment it is about: refunds Stripe already reported, deferred events
   perform app.apply_refund(r.business_id, r.id) from public.refunds r
