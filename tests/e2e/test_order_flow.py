@@ -121,3 +121,30 @@ def test_anonymous_order_to_pickup(api: Api, conn: psycopg.Connection[dict[str, 
     assert float(profit["messaging_cost_cents"]) == outside.settings.sms_cost_cents + outside.settings.voice_cost_cents_per_minute
     summary = api.run(menu.tenant.claims("owner"), "select * from public.venue_sales_summary where venue_id = %s", (menu.venue_id,))[0]
     assert summary["orders_today"] == 1 and summary["revenue_today_cents"] == EXPECTED_TOTAL
+
+
+def test_a_failed_ready_call_falls_back_to_sms(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, outside: Outside) -> None:
+    order = place(api, order_payload(menu, fulfilment="dine_in", table_ref="T4"))
+    raw, headers = signed(session_completed(order, "cs_f", "pi_f"), outside.settings.stripe_webhook_secret)
+    assert httpx.post(f"{outside.functions.url}/functions/v1/stripe-webhook", content=raw, headers=headers).json()["outcome"] == "paid"
+    drain(outside)
+    outside.twilio.fail_calls = True
+    for status in ("accepted", "ready"):
+        api.run(menu.tenant.claims("staff"), "select public.set_order_status(%s, %s)", (order["order_id"], status))
+    drain(outside)
+    rows = conn.execute("select channel, template, status, error is not null as has_error from public.notification_log "
+                        "where event_key = %s order by channel", (f"order.ready:{order['order_id']}",)).fetchall()
+    assert rows == [{"channel": "sms", "template": "order_ready", "status": "sent", "has_error": False},
+                    {"channel": "voice", "template": "order_ready", "status": "failed", "has_error": True}]
+    texts = [m["Body"] for m in outside.twilio.messages()]
+    assert any("is ready at" in t for t in texts), texts
+    assert not any("pickup code is" in t for t in texts), "a dine-in order gets no pickup code"
+
+
+def test_no_points_while_loyalty_is_off(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, outside: Outside) -> None:
+    conn.execute("update public.businesses set modules_json = modules_json || '{\"loyalty\": false}' where id = %s", (menu.tenant.business_id,))
+    order = place(api, order_payload(menu))
+    raw, headers = signed(session_completed(order, "cs_g", "pi_g"), outside.settings.stripe_webhook_secret)
+    httpx.post(f"{outside.functions.url}/functions/v1/stripe-webhook", content=raw, headers=headers)
+    assert conn.execute("select payment_status from public.orders where id = %s", (order["order_id"],)).fetchone() == {"payment_status": "paid"}
+    assert conn.execute("select count(*) as n from public.loyalty_transactions").fetchone() == {"n": 0}
