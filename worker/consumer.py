@@ -14,13 +14,9 @@ import random
 import traceback
 from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
-
 from brigade import queries
-from brigade.providers import Providers
 from brigade.events import Event
-from brigade.settings import Settings
-from worker.registry import Context, Registry
+from worker.registry import Registry, Resources
 
 log = logging.getLogger("brigade.worker")
 
@@ -35,15 +31,14 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
 
 
 class Consumer:
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings, registry: Registry, worker_id: str) -> None:
-        self.pool = pool
-        self.settings = settings
+    def __init__(self, resources: Resources, registry: Registry) -> None:
+        self.resources = resources
+        self.pool = resources.pool
+        self.settings = resources.settings
         self.registry = registry
-        self.worker_id = worker_id
-        self.providers = Providers.from_settings(settings)
         self.handled = 0
         self.failed = 0
-        self.log = logging.LoggerAdapter(log, {"worker_id": worker_id})
+        self.log = logging.LoggerAdapter(log, {"worker_id": resources.worker_id})
 
     async def read_batch(self) -> list[Event]:
         qty = max(1, min(self.settings.worker_batch_size, self.settings.worker_concurrency))
@@ -63,7 +58,7 @@ class Consumer:
                     if handler is None:
                         self.log.info("no handler for topic, acknowledged", extra={"action": "event_skipped", **ids})
                     else:
-                        ctx = Context(conn, self.pool, self.settings, self.log, self.worker_id, self.providers)
+                        ctx = self.resources.context(conn, self.log)
                         await handler(event, ctx)
                     row = await (await conn.execute(queries.get("ack_event"), {"msg_id": event.msg_id})).fetchone()
                     if not row or not row["deleted"]:

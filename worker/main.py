@@ -14,7 +14,7 @@ from brigade.db import open_pool
 from brigade.settings import Settings, get_settings
 from worker.consumer import Consumer
 from worker.feed import listen
-from worker.registry import load_plugins, registry
+from worker.registry import Resources, load_plugins, registry
 from worker.scheduler import Scheduler
 
 log = logging.getLogger("brigade.worker")
@@ -59,8 +59,9 @@ async def run(settings: Settings | None = None, *, drain: bool = False, stop: as
             pass
 
     pool = await open_pool(settings.dsn, min_size=1, max_size=settings.worker_concurrency + 3, name="worker")
-    consumer = Consumer(pool, settings, registry, worker_id)
-    scheduler = Scheduler(pool, settings, registry, worker_id)
+    resources = Resources.build(pool, settings, worker_id)
+    consumer = Consumer(resources, registry)
+    scheduler = Scheduler(resources, registry)
     await beat(pool, consumer, worker_id)  # registered before it consumes anything
     tasks = [
         asyncio.create_task(listen(settings.dsn, wake, stop), name="feed"),

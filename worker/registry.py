@@ -31,6 +31,23 @@ class Context:
     providers: Providers
 
 
+@dataclass
+class Resources:
+    """What the consumer and the scheduler of one worker copy share."""
+
+    pool: AsyncConnectionPool
+    settings: Settings
+    providers: Providers
+    worker_id: str
+
+    @classmethod
+    def build(cls, pool: AsyncConnectionPool, settings: Settings, worker_id: str) -> "Resources":
+        return cls(pool, settings, Providers.from_settings(settings), worker_id)
+
+    def context(self, conn: psycopg.AsyncConnection[Any], log: logging.LoggerAdapter[logging.Logger]) -> Context:
+        return Context(conn, self.pool, self.settings, log, self.worker_id, self.providers)
+
+
 Handler = Callable[[Event, Context], Awaitable[None]]
 JobFn = Callable[[Context], Awaitable[None]]
 

@@ -12,12 +12,9 @@ from datetime import datetime, timezone
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
-from psycopg_pool import AsyncConnectionPool
 
 from brigade import queries
-from brigade.providers import Providers
-from brigade.settings import Settings
-from worker.registry import Context, Job, Registry
+from worker.registry import Job, Registry, Resources
 
 log = logging.getLogger("brigade.worker.scheduler")
 
@@ -38,13 +35,12 @@ def tick_of(job: Job, now: datetime) -> datetime:
 
 
 class Scheduler:
-    def __init__(self, pool: AsyncConnectionPool, settings: Settings, registry: Registry, worker_id: str) -> None:
-        self.pool = pool
-        self.settings = settings
+    def __init__(self, resources: Resources, registry: Registry) -> None:
+        self.resources = resources
+        self.pool = resources.pool
         self.registry = registry
-        self.worker_id = worker_id
-        self.providers = Providers.from_settings(settings)
-        self.log = logging.LoggerAdapter(log, {"worker_id": worker_id})
+        self.worker_id = resources.worker_id
+        self.log = logging.LoggerAdapter(log, {"worker_id": resources.worker_id})
         self._aps = AsyncIOScheduler(timezone=timezone.utc)
 
     async def run_claimed(self, job: Job, scheduled_for: datetime) -> bool:
@@ -59,7 +55,7 @@ class Scheduler:
         try:
             async with self.pool.connection() as conn:
                 async with conn.transaction():
-                    await job.fn(Context(conn, self.pool, self.settings, self.log, self.worker_id, self.providers))
+                    await job.fn(self.resources.context(conn, self.log))
         except Exception as exc:  # the job's failure is recorded, the scheduler goes on
             status, error = "failed", "".join(traceback.format_exception_only(exc)).strip()
             self.log.error("scheduled job failed", extra={"action": "job_failed", "job": job.name, "error": error})

@@ -560,6 +560,18 @@ begin
     return false;
   end if;
 
+  if v_order.status = 'cancelled' then
+    -- money for an order staff already cancelled: record it, send nothing to the kitchen, ask for a refund
+    update public.orders set payment_status = 'paid', paid_at = now(),
+      payment_intent_id = coalesce(payment_intent_id, p_payment_intent_id),
+      checkout_session_id = coalesce(p_session_id, checkout_session_id), checkout_url = null, checkout_expires_at = null
+    where business_id = v_order.business_id and id = v_order.id;
+    perform app.emit('order.paid_after_cancellation', v_order.business_id, jsonb_build_object(
+      'order_id', v_order.id, 'order_number', v_order.order_number, 'amount_cents', coalesce(p_amount_cents, v_order.total_cents),
+      'cancel_reason', v_order.cancel_reason));
+    return true;
+  end if;
+
   -- customer and per-venue stats
   v_customer := coalesce(v_order.customer_id,
     app.find_or_create_customer(v_order.business_id, v_order.user_id, v_order.guest_name, v_order.guest_phone, v_order.guest_email));

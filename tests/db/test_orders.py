@@ -332,3 +332,17 @@ def test_opening_hours(conn: psycopg.Connection[dict[str, Any]], menu: Menu, hou
                      "select %s, %s, d, %s, %s from generate_series(0, 6) d", (b, v, opens, closes))
     at = f"2026-11-18 {local}:00+00"  # a Wednesday; the venue is in UTC
     assert conn.execute("select app.venue_is_open(%s, %s, %s) as o", (b, v, at)).fetchone() == {"o": is_open}
+
+
+def test_payment_after_cancellation_reaches_no_kitchen(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu) -> None:
+    order = place(api, order_payload(menu))
+    api.run(menu.tenant.claims("staff"), "select public.set_order_status(%s, 'cancelled', 'guest left')", (order["order_id"],))
+    pay(conn, order)
+    row = conn.execute("select status, payment_status, pickup_code_hash from public.orders where id = %s", (order["order_id"],)).fetchone()
+    assert row == {"status": "cancelled", "payment_status": "paid", "pickup_code_hash": None}
+    assert conn.execute("select count(*) as n from public.kitchen_tickets").fetchone() == {"n": 0}
+    assert conn.execute("select count(*) as n from public.stock_movements where order_id is not null").fetchone() == {"n": 0}
+    topics = [r["t"] for r in conn.execute("select message ->> 'topic' as t from pgmq.q_brigade_events order by msg_id")]
+    assert "order.paid_after_cancellation" in topics and "order.paid" not in topics
+    refund = api.run(menu.tenant.claims("manager"), "select public.request_refund(%s) as r", (order["order_id"],))[0]["r"]
+    assert refund["amount_cents"] == order["total_cents"], "the whole amount can be given back"

@@ -15,7 +15,7 @@ from tests.conftest import Api
 from tests.worker.conftest import emit, handled, queue_depth
 from worker import main as worker_main
 from worker.consumer import Consumer, backoff_seconds
-from worker.registry import load_plugins, registry
+from worker.registry import Resources, load_plugins, registry
 
 
 async def drain(settings: Settings) -> Consumer:
@@ -88,7 +88,7 @@ async def test_delayed_event_waits_out_its_delay(wsettings: Settings, conn: psyc
     load_plugins(wsettings.plugin_modules)
     pool = await open_pool(wsettings.dsn)
     try:
-        assert await Consumer(pool, wsettings, registry, "probe").read_batch() == [], "visible before its delay"
+        assert await Consumer(Resources.build(pool, wsettings, "probe"), registry).read_batch() == [], "visible before its delay"
     finally:
         await pool.close()
     await drain(wsettings)
@@ -102,7 +102,7 @@ async def test_lost_lease_rolls_the_handler_back(wsettings: Settings, conn: psyc
     load_plugins(wsettings.plugin_modules)
     pool = await open_pool(wsettings.dsn)
     try:
-        consumer = Consumer(pool, wsettings, registry, "slow-copy")
+        consumer = Consumer(Resources.build(pool, wsettings, "slow-copy"), registry)
         [event] = await consumer.read_batch()
         conn.execute("select pgmq.delete('brigade_events', %s::bigint)", (msg_id,))  # another copy acknowledged it
         assert await consumer.process(event) is True

@@ -14,7 +14,7 @@ from brigade.db import open_pool
 from brigade.settings import Settings
 from tests.worker.conftest import handled, queue_depth, wait_for_notifies
 from worker import main as worker_main
-from worker.registry import Job, load_plugins, registry
+from worker.registry import Job, Resources, load_plugins, registry
 from worker.scheduler import Scheduler, tick_of
 
 
@@ -79,7 +79,7 @@ async def test_two_schedulers_racing_for_one_tick_run_it_once(wsettings: Setting
     try:
         tick = tick_of(job, datetime(2026, 11, 22, 3, 30, 0, 400000, tzinfo=timezone.utc))
         assert tick == datetime(2026, 11, 22, 3, 30, tzinfo=timezone.utc)
-        a, b = Scheduler(pool, wsettings, registry, "a"), Scheduler(pool, wsettings, registry, "b")
+        a, b = (Scheduler(Resources.build(pool, wsettings, w), registry) for w in "ab")
         results = await asyncio.gather(a.run_claimed(job, tick), b.run_claimed(job, tick))
     finally:
         await pool.close()
