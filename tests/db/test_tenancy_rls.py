@@ -21,7 +21,7 @@ from tests.ordering_kit import build_menu, order_payload, session_completed
 # Platform-wide reference tables: readable by everyone, writable by no API role.
 CATALOGUE_TABLES = {"plans", "modules"}
 # Tables only the service role touches (no API role has any privilege on them).
-SERVICE_ONLY_TABLES = {"stripe_events"}
+SERVICE_ONLY_TABLES = {"stripe_events", "consent_tokens"}
 # What anon may read, and which rows: a filter that must hold for every row anon sees.
 ANON_READABLE: dict[str, str] = {
     "plans": "true",
@@ -86,6 +86,21 @@ def tenants(factory: Factory, conn: psycopg.Connection[dict[str, Any]], api: Api
         refund = api.run(t.claims("owner"), "select public.request_refund(%s, 100) as r", (orders[0]["order_id"],))[0]["r"]
         conn.execute("select app.record_refund(%s, %s, %s, %s, 'succeeded', 100, null)",
                      (t.business_id, orders[0]["order_id"], refund["refund_id"], f"re_{t.business_id}"))
+        # the CRM dossier
+        customer = conn.execute("select customer_id from public.orders where id = %s", (orders[0]["order_id"],)).fetchone()["customer_id"]  # type: ignore[index]
+        staff = t.claims("staff")
+        api.run(staff, "insert into public.customer_tags (business_id, customer_id, tag) values (%s, %s, 'VIP')", (t.business_id, customer))
+        api.run(staff, "insert into public.customer_notes (business_id, customer_id, venue_id, body, author_id) values (%s, %s, %s, 'window seat', %s)",
+                (t.business_id, customer, main, t.users["staff"]))
+        api.run(staff, "insert into public.customer_preferences (business_id, customer_id, kind, value) values (%s, %s, 'allergen', 'Peanuts')",
+                (t.business_id, customer))
+        api.run(staff, "select public.set_consent(%s, 'EMAIL_MARKETING', true)", (customer,))
+        conn.execute("update public.venues set require_double_opt_in = true where id = %s", (main,))
+        api.run(staff, "select public.set_consent(%s, 'SMS_MARKETING', true, %s)", (customer, main))  # a consent token
+        conn.execute("insert into public.customer_delete_requests (business_id, customer_id) values (%s, %s)", (t.business_id, customer))
+        conn.execute("insert into public.crm_venue_cutoffs (business_id, venue_id, cohort_size, recency_days, frequency, monetary) "
+                     "values (%s, %s, 30, '{1,2,3,4}', '{1,2,3,4}', '{1,2,3,4}')", (t.business_id, back))
+        conn.execute("select app.recompute_segment(business_id, id) from public.segments where business_id = %s", (t.business_id,))
     return a, b
 
 
