@@ -97,14 +97,15 @@ create index segments_venue_idx on public.segments (business_id, venue_id);
 
 -- section private helpers
 
-/** Score 1..5 of a value against four ascending cut points (higher is better unless p_lower_better). */
+/** Score 1..5 of a value against four ascending cut points: 1 + how many cut points it exceeds
+    (5 - that when lower is better). With quintile cut points this puts a fifth of a cohort in each. */
 create function app.rfm_bucket(p_value numeric, p_cuts numeric[], p_lower_better boolean) returns smallint
 language sql immutable
 set search_path = ''
 as $$
   select (case when p_lower_better
                then 5 - (select count(*) from unnest(p_cuts) c where p_value > c)
-               else 1 + (select count(*) from unnest(p_cuts) c where p_value >= c) end)::smallint
+               else 1 + (select count(*) from unnest(p_cuts) c where p_value > c) end)::smallint
 $$;
 
 /** The label from scores and recency: LOST at 90 days, AT_RISK for a regular at 30, INACTIVE for no
@@ -124,12 +125,13 @@ as $$
     else 'POTENTIAL' end
 $$;
 
-/** Stable thresholds for cohorts under 30: recency days, orders, spend in cents. */
+/** Stable thresholds for cohorts under 30 (a score rises above each): recency up to 7/14/30/90 days,
+    2/3/6/10+ orders, 30/80/200/500+ spent. */
 create function app.rfm_stable_cutoffs() returns table (recency_days integer[], frequency integer[], monetary bigint[])
 language sql immutable
 set search_path = ''
 as $$
-  select '{7,14,30,90}'::integer[], '{2,3,6,10}'::integer[], '{3000,8000,20000,50000}'::bigint[]
+  select '{7,14,30,90}'::integer[], '{1,2,5,9}'::integer[], '{2999,7999,19999,49999}'::bigint[]
 $$;
 
 /** Inline scoring: every change of a stats row's orders, spend or last order rescores it against the

@@ -671,6 +671,7 @@ create function public.force_delete_customer(business_id uuid, customer_id uuid)
 language plpgsql volatile security definer
 set search_path = ''
 as $$
+#variable_conflict use_column
 begin
   if not app.is_platform_or_service() then
     perform app.fail('42501', 'operator_only', 'only the platform operator may force a deletion');
