@@ -231,7 +231,7 @@ begin
   select k into v_key from jsonb_object_keys(p_node) k where k in ('all', 'any', 'not', 'hasTag', 'field') limit 1;
 
   if v_key in ('all', 'any') then
-    if (select count(*) from jsonb_object_keys(p_node)) <> 1 or jsonb_typeof(p_node -> v_key) <> 'array'
+    if (select count(*) from jsonb_object_keys(p_node)) <> 1 or jsonb_typeof(p_node -> v_key) is distinct from 'array'
        or jsonb_array_length(p_node -> v_key) = 0 then
       perform app.fail('BR204', 'invalid_criteria', format('at %s: %s takes a non-empty list', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root'), v_key));
     end if;
@@ -245,7 +245,7 @@ begin
     end if;
     return '(not coalesce(' || app.compile_segment_node(p_node -> 'not', p_path || '{not}'::text[], p_depth + 1) || ', false))';
   elsif v_key = 'hasTag' then
-    if jsonb_typeof(p_node -> 'hasTag') <> 'string' then
+    if jsonb_typeof(p_node -> 'hasTag') is distinct from 'string' then
       perform app.fail('BR203', 'invalid_value', format('at %s: hasTag takes a tag', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root')));
     end if;
     return format('exists (select 1 from public.customer_tags t where t.business_id = c.business_id and t.customer_id = c.id '
@@ -255,13 +255,13 @@ begin
     if v_field.field is null then
       -- consent.<channel> and preference fields are generated, not listed
       if (p_node ->> 'field') in ('consent.email_marketing', 'consent.sms_marketing', 'consent.whatsapp_marketing', 'consent.review_request') then
-        if p_node ->> 'op' <> 'eq' or jsonb_typeof(p_node -> 'value') <> 'boolean' then
+        if p_node ->> 'op' is distinct from 'eq' or jsonb_typeof(p_node -> 'value') is distinct from 'boolean' then
           perform app.fail('BR203', 'invalid_value', format('at %s: consent fields take op eq and true/false', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root')));
         end if;
         return format('(app.has_consent(c.business_id, c.id, %L, s.venue_id) = (%s)::boolean)',
                       upper(split_part(p_node ->> 'field', '.', 2)), v_txt);
       elsif (p_node ->> 'field') in ('allergen', 'dietary', 'favorite', 'disliked') then
-        if p_node ->> 'op' not in ('contains', 'not_contains') or jsonb_typeof(p_node -> 'value') <> 'string' then
+        if coalesce(p_node ->> 'op', '') not in ('contains', 'not_contains') or jsonb_typeof(p_node -> 'value') is distinct from 'string' then
           perform app.fail('BR203', 'invalid_value', format('at %s: preference fields take contains/not_contains and a text', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root')));
         end if;
         return format('(%s exists (select 1 from public.customer_preferences p where p.business_id = c.business_id and p.customer_id = c.id '
@@ -278,25 +278,25 @@ begin
     v_cast := case v_field.value_type when 'number' then 'numeric' when 'timestamp' then 'timestamptz' when 'boolean' then 'boolean' else 'text' end;
     -- the value must have the field's type: checked here, so a bad value is a clear 400, not a cast error later
     if v_op = 'exists' then
-      if jsonb_typeof(v_value) <> 'boolean' then
+      if jsonb_typeof(v_value) is distinct from 'boolean' then
         perform app.fail('BR203', 'invalid_value', format('at %s: exists takes true/false', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root')));
       end if;
       return format('((%s is not null) = (%s)::boolean)', v_field.expression, v_txt);
     elsif v_op in ('in', 'not_in') then
-      if jsonb_typeof(v_value) <> 'array' or jsonb_array_length(v_value) = 0 or jsonb_array_length(v_value) > 100
+      if jsonb_typeof(v_value) is distinct from 'array' or jsonb_array_length(v_value) = 0 or jsonb_array_length(v_value) > 100
          or exists (select 1 from jsonb_array_elements(v_value) e where not app.segment_value_ok(e, v_field.value_type)) then
         perform app.fail('BR203', 'invalid_value', format('at %s: %s takes a list of %s values', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root'), v_op, v_field.value_type));
       end if;
       return format('(%s %s (select (e #>> ''{}'')::%s from jsonb_array_elements(%s) e))', v_field.expression,
                     case when v_op = 'in' then 'in' else 'not in' end, v_cast, v_ref);
     elsif v_op = 'between' then
-      if jsonb_typeof(v_value) <> 'array' or jsonb_array_length(v_value) <> 2
+      if jsonb_typeof(v_value) is distinct from 'array' or jsonb_array_length(v_value) <> 2
          or not app.segment_value_ok(v_value -> 0, v_field.value_type) or not app.segment_value_ok(v_value -> 1, v_field.value_type) then
         perform app.fail('BR203', 'invalid_value', format('at %s: between takes [low, high]', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root')));
       end if;
       return format('(%s between (%s ->> 0)::%s and (%s ->> 1)::%s)', v_field.expression, v_ref, v_cast, v_ref, v_cast);
     elsif v_op = 'contains' then
-      if jsonb_typeof(v_value) <> 'string' then
+      if jsonb_typeof(v_value) is distinct from 'string' then
         perform app.fail('BR203', 'invalid_value', format('at %s: contains takes a text', coalesce(nullif(array_to_string(p_path, '.'), ''), 'the root')));
       end if;
       return format('(strpos(lower(%s), lower(%s)) > 0)', v_field.expression, v_txt);
@@ -321,6 +321,9 @@ language plpgsql immutable
 set search_path = ''
 as $$
 begin
+  if p_value is null then
+    return false;
+  end if;
   case p_type
     when 'number' then return jsonb_typeof(p_value) = 'number';
     when 'boolean' then return jsonb_typeof(p_value) = 'boolean';
@@ -328,7 +331,7 @@ begin
     when 'label' then return jsonb_typeof(p_value) = 'string'
       and p_value #>> '{}' in ('CHAMPION', 'LOYAL', 'POTENTIAL', 'NEW', 'AT_RISK', 'LOST', 'INACTIVE');
     when 'timestamp' then
-      if jsonb_typeof(p_value) <> 'string' then return false; end if;
+      if jsonb_typeof(p_value) is distinct from 'string' then return false; end if;
       perform (p_value #>> '{}')::timestamptz;
       return true;
   end case;
@@ -480,23 +483,30 @@ select app.ensure_system_segments(v.business_id, v.id) from public.venues v;
 -- section rpc
 
 /** A manager recomputes a segment now (after editing its criteria). Returns the member count.
-    Raises PT404 (not a segment of a venue you manage), PT403 (crm off). */
-create function public.recompute_segment(segment_id uuid) returns integer
-language plpgsql volatile
+    Raises PT404 (not a segment of a venue you manage, or crm off). */
+create function app.manager_recompute_segment(p_segment_id uuid) returns integer
+language plpgsql volatile security definer
 set search_path = ''
 as $$
 declare
-  v_business uuid;
+  v_segment public.segments;
 begin
-  select s.business_id into v_business from public.segments s where s.id = recompute_segment.segment_id;  -- RLS: staff and up
-  if v_business is null or not exists (
-       select 1 from public.segments s join app.my_venue_keys('{owner,manager}') k on k.business_id = s.business_id and k.venue_id = s.venue_id
-       where s.id = recompute_segment.segment_id) then
+  select s.* into v_segment from public.segments s where s.id = p_segment_id;
+  if v_segment.id is null or not app.module_enabled(v_segment.business_id, 'crm')
+     or not (app.has_venue_access(v_segment.business_id, v_segment.venue_id, '{owner,manager}') or app.is_platform_or_service()) then
     perform app.fail('PT404', 'segment_not_found', 'no such segment at the venues you manage');
   end if;
-  perform app.require_module(v_business, 'crm');
-  return app.recompute_segment(v_business, recompute_segment.segment_id);
+  return app.recompute_segment(v_segment.business_id, v_segment.id);
 end
+$$;
+revoke all on function app.manager_recompute_segment(uuid) from public;
+grant execute on function app.manager_recompute_segment(uuid) to authenticated, service_role;
+
+create function public.recompute_segment(segment_id uuid) returns integer
+language sql volatile
+set search_path = ''
+as $$
+  select app.manager_recompute_segment(segment_id)
 $$;
 revoke all on function public.recompute_segment(uuid) from public;
 grant execute on function public.recompute_segment(uuid) to authenticated, service_role;
