@@ -16,14 +16,15 @@ alter table public.customer_venue_stats
 alter table public.customers add column date_of_birth date;
 
 /** Percentile cut points of a venue's cohort (30+ customers), from the nightly job; below 30 the
-    stable thresholds apply. Each array holds the four boundaries between scores 1..5. */
+    stable thresholds apply. Each array holds the four boundaries between scores 1..5 (numeric, so
+    the scoring expression inlines without an array coercion). */
 create table public.crm_venue_cutoffs (
   business_id uuid not null,
   venue_id uuid not null,
   cohort_size integer not null,
-  recency_days integer[] not null,
-  frequency integer[] not null,
-  monetary bigint[] not null,
+  recency_days numeric[] not null,
+  frequency numeric[] not null,
+  monetary numeric[] not null,
   computed_at timestamptz not null default now(),
   constraint crm_venue_cutoffs_pkey primary key (business_id, venue_id),
   constraint crm_venue_cutoffs_venue_fkey foreign key (business_id, venue_id) references public.venues (business_id, id) on delete cascade
@@ -90,29 +91,32 @@ insert into app.segment_fields (field, expression, value_type, ops) values
   ('birthday_month', 'extract(month from c.date_of_birth)::integer', 'number', '{eq,neq,in}');
 
 -- section indexes
-create index customer_venue_stats_segment_idx on public.customer_venue_stats (business_id, venue_id, segment);
+-- the customer list: one venue, filtered by segment, sorted by lifetime value
+create index customer_venue_stats_segment_ltv_idx on public.customer_venue_stats (business_id, venue_id, segment, total_spent_cents desc);
 create index customer_venue_stats_ltv_idx on public.customer_venue_stats (business_id, venue_id, total_spent_cents desc);
 create index segment_memberships_customer_idx on public.segment_memberships (business_id, customer_id);
 create index segments_venue_idx on public.segments (business_id, venue_id);
 
 -- section private helpers
+-- rfm_bucket, rfm_segment and rfm_stable_cutoffs are pure expressions over built-in operators and
+-- reference no table; they carry no `set search_path` because PostgreSQL never inlines a function
+-- that has one, and the nightly UPDATE over every row depends on their being inlined.
 
 /** Score 1..5 of a value against four ascending cut points: 1 + how many cut points it exceeds
     (5 - that when lower is better). With quintile cut points this puts a fifth of a cohort in each. */
 create function app.rfm_bucket(p_value numeric, p_cuts numeric[], p_lower_better boolean) returns smallint
 language sql immutable
-set search_path = ''
 as $$
-  select (case when p_lower_better
-               then 5 - (select count(*) from unnest(p_cuts) c where p_value > c)
-               else 1 + (select count(*) from unnest(p_cuts) c where p_value > c) end)::smallint
+  -- a plain expression (no subquery), so the planner inlines it in the nightly UPDATE
+  select (case when p_lower_better then 5 else 1 end
+          + (case when p_lower_better then -1 else 1 end)
+            * ((p_value > p_cuts[1])::int + (p_value > p_cuts[2])::int + (p_value > p_cuts[3])::int + (p_value > p_cuts[4])::int))::smallint
 $$;
 
 /** The label from scores and recency: LOST at 90 days, AT_RISK for a regular at 30, INACTIVE for no
     orders left or a one-off gone 30 days, NEW for one order, then CHAMPION, LOYAL, POTENTIAL. */
 create function app.rfm_segment(p_orders integer, p_days integer, p_r smallint, p_f smallint, p_m smallint) returns text
 language sql immutable
-set search_path = ''
 as $$
   select case
     when p_orders <= 0 then 'INACTIVE'
@@ -127,11 +131,10 @@ $$;
 
 /** Stable thresholds for cohorts under 30 (a score rises above each): recency up to 7/14/30/90 days,
     2/3/6/10+ orders, 30/80/200/500+ spent. */
-create function app.rfm_stable_cutoffs() returns table (recency_days integer[], frequency integer[], monetary bigint[])
+create function app.rfm_stable_cutoffs() returns table (recency_days numeric[], frequency numeric[], monetary numeric[])
 language sql immutable
-set search_path = ''
 as $$
-  select '{7,14,30,90}'::integer[], '{1,2,5,9}'::integer[], '{2999,7999,19999,49999}'::bigint[]
+  select '{7,14,30,90}'::numeric[], '{1,2,5,9}'::numeric[], '{2999,7999,19999,49999}'::numeric[]
 $$;
 
 /** Inline scoring: every change of a stats row's orders, spend or last order rescores it against the
@@ -178,7 +181,12 @@ begin
   group by s.business_id, s.venue_id
   having count(*) >= 30;
 
-  with scored as (
+  -- one UPDATE over every row: each venue's cut points (or the stable ones) joined in, scores computed
+  -- in place, rows whose scores and label do not change left alone
+  update public.customer_venue_stats t set
+    recency_score = x.r, frequency_score = x.f, monetary_score = x.m,
+    segment = app.rfm_segment(t.total_orders, x.days, x.r, x.f, x.m), scored_at = now()
+  from (
     select s.business_id, s.venue_id, s.customer_id, d.days,
            app.rfm_bucket(d.days, coalesce(c.recency_days, st.recency_days), true) as r,
            app.rfm_bucket(s.total_orders, coalesce(c.frequency, st.frequency), false) as f,
@@ -188,11 +196,7 @@ begin
     cross join lateral (select coalesce(current_date - (s.last_order_at at time zone 'UTC')::date, 9999) as days) d
     left join public.crm_venue_cutoffs c on c.business_id = s.business_id and c.venue_id = s.venue_id
     where p_business_id is null or s.business_id = p_business_id
-  )
-  update public.customer_venue_stats t set
-    recency_score = x.r, frequency_score = x.f, monetary_score = x.m,
-    segment = app.rfm_segment(t.total_orders, x.days, x.r, x.f, x.m), scored_at = now()
-  from scored x
+  ) x
   where t.business_id = x.business_id and t.venue_id = x.venue_id and t.customer_id = x.customer_id
     and (t.recency_score, t.frequency_score, t.monetary_score, t.segment)
         is distinct from (x.r, x.f, x.m, app.rfm_segment(t.total_orders, x.days, x.r, x.f, x.m));
