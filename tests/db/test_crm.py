@@ -358,3 +358,19 @@ def test_system_segments_per_venue_and_the_nightly_run(conn: psycopg.Connection[
     import worker.handlers  # noqa: F401
 
     assert registry.jobs["crm.nightly"].cron == "30 3 * * *"
+
+
+def test_allergen_preferences_reach_the_kitchen_ticket(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu) -> None:
+    c = conn.execute("insert into public.customers (business_id, full_name, phone) values (%s, 'Nut Free', '+12125550444') returning id",
+                     (menu.tenant.business_id,)).fetchone()["id"]  # type: ignore[index]
+    for value in ("Peanuts", " sesame "):
+        api.run(menu.tenant.claims("staff"), "insert into public.customer_preferences (business_id, customer_id, kind, value) values (%s, %s, 'allergen', %s)",
+                (menu.tenant.business_id, c, value))
+    api.run(menu.tenant.claims("staff"), "insert into public.customer_preferences (business_id, customer_id, kind, value) values (%s, %s, 'dietary', 'vegan')",
+            (menu.tenant.business_id, c))
+    assert api.run(menu.tenant.claims("staff"), "select allergens from public.customers where id = %s", (c,)) == [{"allergens": ["peanuts", "sesame"]}]
+    order = place_and_pay(api, conn, menu, [{"product_id": str(menu.products["croissant"]), "quantity": 1}], "+12125550444", 1)
+    ticket = conn.execute("select allergens from public.kitchen_tickets where order_id = %s", (order["order_id"],)).fetchone()
+    assert ticket == {"allergens": ["peanuts", "sesame"]}
+    api.run(menu.tenant.claims("staff"), "delete from public.customer_preferences where customer_id = %s and value = 'peanuts'", (c,))
+    assert conn.execute("select allergens from public.customers where id = %s", (c,)).fetchone() == {"allergens": ["sesame"]}
