@@ -722,7 +722,7 @@ declare
 begin
   select c.* into v_customer from public.customers c where c.id = export_customer.customer_id;
   if v_customer.id is null or not (app.is_member(v_customer.business_id, '{owner,manager}') or app.is_platform_or_service()
-                                   or (auth.uid() is not null and v_customer.user_id = auth.uid())) then
+                                   or coalesce(v_customer.user_id = auth.uid(), false)) then
     perform app.fail('PT404', 'customer_not_found', 'no such customer');
   end if;
   return app.export_customer(v_customer.business_id, v_customer.id);

@@ -372,3 +372,11 @@ def test_allergen_preferences_reach_the_kitchen_ticket(api: Api, conn: psycopg.C
     assert ticket == {"allergens": ["peanuts", "sesame"]}
     api.run(menu.tenant.claims("staff"), "delete from public.customer_preferences where customer_id = %s and value = 'peanuts'", (c,))
     assert conn.execute("select allergens from public.customers where id = %s", (c,)).fetchone() == {"allergens": ["sesame"]}
+
+
+def test_a_stranger_cannot_export_a_guest(api: Api, conn: psycopg.Connection[dict[str, Any]], factory: Factory, crm: Tenant) -> None:
+    guest = customer(conn, crm, "Guest Only", email="guest-only@example.test")  # no user_id: a guest
+    stranger = Claims.user(factory.user("stranger@example.test"))
+    with pytest.raises(psycopg.Error) as refused:
+        api.run(stranger, "select public.export_customer(%s)", (guest,))
+    assert refused.value.sqlstate == "PT404"
