@@ -173,6 +173,28 @@ $$;
 revoke all on function app.find_or_create_customer(uuid, uuid, text, text, text) from public;
 grant execute on function app.find_or_create_customer(uuid, uuid, text, text, text) to service_role;
 
+/** Points for a paid order: the business's rate per currency unit (the rewards engine, migration
+    0009, replaces this with visits, tiers and bonuses). Once per order. */
+create function app.earn_points(p_business_id uuid, p_customer_id uuid, p_order_id uuid, p_total_cents integer) returns integer
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_points integer;
+begin
+  select (p_total_cents / 100) * coalesce((select lp.points_per_currency_unit from public.loyalty_programs lp
+                                            where lp.business_id = p_business_id), 1) into v_points;
+  if v_points > 0 then
+    insert into public.loyalty_transactions (business_id, customer_id, points, reason, order_id)
+    values (p_business_id, p_customer_id, v_points, 'order', p_order_id)
+    on conflict do nothing;
+  end if;
+  return v_points;
+end
+$$;
+revoke all on function app.earn_points(uuid, uuid, uuid, integer) from public;
+grant execute on function app.earn_points(uuid, uuid, uuid, integer) to service_role;
+
 -- section triggers
 
 /** The ledger keeps loyalty_accounts: balance and lifetime points; a debit below zero fails. */

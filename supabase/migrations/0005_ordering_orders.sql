@@ -293,6 +293,18 @@ as $$
     ('disputed', 'partially_refunded'), ('disputed', 'refunded'))
 $$;
 
+/** Applies a loyalty voucher to an order being placed. Without the rewards engine (migration
+    0009 replaces this) there are no vouchers: BR115. */
+create function app.apply_voucher(p_business_id uuid, p_order_id uuid, p_code text) returns void
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+begin
+  perform app.fail('BR115', 'invalid_voucher', 'no such voucher');
+end
+$$;
+revoke all on function app.apply_voucher(uuid, uuid, text) from public;
+
 /** Prices an order from the database (client prices are only compared, never used), validates it
     and writes it. See public.place_order for the payload and the errors. */
 create function app.place_order(p_order jsonb) returns jsonb
@@ -326,6 +338,7 @@ declare
   v_tax integer;
   v_delivery integer := 0;
   v_total integer;
+  v_discount integer := 0;
   v_order_id uuid := extensions.gen_random_uuid();
   v_number integer;
   v_token uuid := extensions.gen_random_uuid();
@@ -507,12 +520,22 @@ begin
     (l ->> 'unit_price_cents')::integer, (l ->> 'unit_cost_cents')::integer, (l ->> 'line_total_cents')::integer, l ->> 'notes'
   from jsonb_array_elements(v_lines) l;
 
+  if nullif(trim(p_order ->> 'voucher_code'), '') is not null then
+    perform app.apply_voucher(v_business.id, v_order_id, trim(p_order ->> 'voucher_code'));
+    select o.subtotal_cents, o.discount_cents, o.total_cents into v_subtotal, v_discount, v_total
+    from public.orders o where o.business_id = v_business.id and o.id = v_order_id;
+  end if;
+
   return jsonb_build_object(
     'order_id', v_order_id, 'order_number', v_number, 'access_token', v_token, 'business_id', v_business.id,
     'venue_id', v_venue.id, 'status', 'placed', 'payment_status', 'unpaid', 'currency', v_business.currency,
     'subtotal_cents', v_subtotal, 'tax_cents', v_tax, 'tip_cents', v_tip, 'delivery_fee_cents', v_delivery,
-    'discount_cents', 0, 'total_cents', v_total,
-    'lines', (select jsonb_agg(l - 'unit_cost_cents') from jsonb_array_elements(v_lines) l));
+    'discount_cents', v_discount, 'total_cents', v_total,
+    'lines', (select jsonb_agg(jsonb_build_object('line_number', i.line_number, 'product_id', i.product_id, 'variant_id', i.variant_id,
+                'name', i.name, 'variant_name', i.variant_name, 'quantity', i.quantity,
+                'modifiers', (select coalesce(jsonb_agg(m - 'cost_cents'), '[]'::jsonb) from jsonb_array_elements(i.modifiers) m),
+                'unit_price_cents', i.unit_price_cents, 'line_total_cents', i.line_total_cents, 'notes', i.notes) order by i.line_number)
+              from public.order_items i where i.business_id = v_business.id and i.order_id = v_order_id));
 end
 $$;
 revoke all on function app.place_order(jsonb) from public;
@@ -532,8 +555,6 @@ declare
   v_customer uuid;
   v_allergens text[];
   v_code text;
-  v_points integer;
-  v_rate integer;
   v_fee_est integer;
 begin
   select o.* into v_order from public.orders o where o.business_id = p_business_id and o.id = p_order_id for update;
@@ -611,16 +632,9 @@ begin
   from public.order_items i where i.business_id = v_order.business_id and i.order_id = v_order.id
   on conflict (business_id, order_id) do nothing;
 
-  -- loyalty
+  -- loyalty (the rule lives in app.earn_points)
   if app.module_enabled(v_order.business_id, 'loyalty') then
-    select coalesce((select lp.points_per_currency_unit from public.loyalty_programs lp where lp.business_id = v_order.business_id), 1)
-      into v_rate;
-    v_points := (v_order.total_cents / 100) * v_rate;
-    if v_points > 0 then
-      insert into public.loyalty_transactions (business_id, customer_id, points, reason, order_id)
-      values (v_order.business_id, v_customer, v_points, 'order', v_order.id)
-      on conflict do nothing;
-    end if;
+    perform app.earn_points(v_order.business_id, v_customer, v_order.id, v_order.total_cents);
   end if;
 
   -- notifications the worker will send: the pickup code by SMS, the receipt by email
