@@ -27,6 +27,7 @@ ANON_READABLE: dict[str, str] = {
     "plans": "true",
     "modules": "true",
     "venues": "is_published",
+    "rewards": "is_active and app.module_enabled(business_id, 'loyalty')",
 }
 MEMBER_ROLES = ("owner", "manager", "staff", "driver")
 
@@ -101,6 +102,12 @@ def tenants(factory: Factory, conn: psycopg.Connection[dict[str, Any]], api: Api
         conn.execute("insert into public.crm_venue_cutoffs (business_id, venue_id, cohort_size, recency_days, frequency, monetary) "
                      "values (%s, %s, 30, '{1,2,3,4}', '{1,2,3,4}', '{1,2,3,4}')", (t.business_id, back))
         conn.execute("select app.recompute_segment(business_id, id) from public.segments where business_id = %s", (t.business_id,))
+        # rewards: a tier, a reward and a voucher
+        conn.execute("insert into public.loyalty_tiers (business_id, name, min_spend_cents, multiplier) values (%s, 'Gold', 1000, 1.5)", (t.business_id,))
+        conn.execute("select app.recompute_tiers(%s)", (t.business_id,))
+        reward = conn.execute("insert into public.rewards (business_id, name, kind, points_cost, product_id) values (%s, 'Free croissant', "
+                              "'free_product', 5, %s) returning id", (t.business_id, menu.products["croissant"])).fetchone()["id"]  # type: ignore[index]
+        conn.execute("select app.redeem_reward(%s, %s)", (reward, customer))
     return a, b
 
 
