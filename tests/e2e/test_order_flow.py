@@ -148,3 +148,21 @@ def test_no_points_while_loyalty_is_off(api: Api, conn: psycopg.Connection[dict[
     httpx.post(f"{outside.functions.url}/functions/v1/stripe-webhook", content=raw, headers=headers)
     assert conn.execute("select payment_status from public.orders where id = %s", (order["order_id"],)).fetchone() == {"payment_status": "paid"}
     assert conn.execute("select count(*) as n from public.loyalty_transactions").fetchone() == {"n": 0}
+
+
+def test_stock_critical_alerts_reach_managers_not_customers(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu,
+                                                            outside: Outside) -> None:
+    b = menu.tenant.business_id
+    conn.execute("update auth.users set email = 'owner@cafe.test' where id = %s", (menu.tenant.users["owner"],))
+    conn.execute("update auth.users set email = 'manager@cafe.test' where id = %s", (menu.tenant.users["manager"],))
+    oat_latte = [{"product_id": str(menu.products["latte"]), "modifier_ids": [str(menu.modifiers["oat"])], "quantity": 2}]
+    order = place(api, order_payload(menu, items=oat_latte))  # 0.5 L of oat milk: 1 -> 0.5, its critical level
+    raw, headers = signed(session_completed(order, "cs_s", "pi_s"), outside.settings.stripe_webhook_secret)
+    httpx.post(f"{outside.functions.url}/functions/v1/stripe-webhook", content=raw, headers=headers)
+    drain(outside)
+    alerts = [e for e in outside.resend.emails() if e["subject"].startswith("Low stock")]
+    assert sorted(e["to"][0] for e in alerts) == ["manager@cafe.test", "owner@cafe.test"]
+    assert "Oat milk" in alerts[0]["subject"]
+    rows = conn.execute("select recipient, status from public.notification_log where business_id = %s and template = 'stock_critical' "
+                        "order by recipient", (b,)).fetchall()
+    assert rows == [{"recipient": "manager@cafe.test", "status": "sent"}, {"recipient": "owner@cafe.test", "status": "sent"}]

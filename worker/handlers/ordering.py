@@ -7,6 +7,7 @@ so a redelivered event sends nothing twice once its transaction committed.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from brigade.events import Event
@@ -115,3 +116,41 @@ async def order_ready(event: Event, ctx: Context) -> None:
     channels = await send_pending(event, ctx, f"order.ready:{order_id}")
     ctx.log.info("order ready notifications", extra={"action": "order_ready_sent", "order_id": order_id,
                                                      "business_id": str(event.business_id), "channels": channels})
+
+
+MANAGERS = """
+select distinct u.email
+from public.memberships m
+join auth.users u on u.id = m.user_id
+where m.business_id = %(business_id)s and m.role in ('owner', 'manager') and u.email is not null
+  and (not exists (select 1 from public.membership_venues mv where mv.business_id = m.business_id and mv.membership_id = m.id)
+       or exists (select 1 from public.membership_venues mv where mv.business_id = m.business_id and mv.membership_id = m.id
+                  and mv.venue_id = %(venue_id)s))
+order by u.email
+"""
+
+ALERT = """
+insert into public.notification_log (business_id, event_key, channel, recipient, template, venue_id, detail)
+values (%(business_id)s, %(event_key)s, 'email', %(recipient)s, 'stock_critical', %(venue_id)s, %(detail)s)
+on conflict on constraint notification_log_natural_key do nothing
+returning id
+"""
+
+
+@registry.on("stock.critical")
+async def stock_critical(event: Event, ctx: Context) -> None:
+    """Email the venue's owners and managers (never customers) that an ingredient crossed its level."""
+    p = event.payload
+    params = {"business_id": event.business_id, "venue_id": p["venue_id"]}
+    recipients = [r["email"] for r in await (await ctx.conn.execute(MANAGERS, params)).fetchall()]
+    subject = f"Low stock: {p['name']} ({p['quantity']} {p['unit']} left)"
+    text = (f"{p['name']} is down to {p['quantity']} {p['unit']}, at or below its critical level of "
+            f"{p['critical_level']} {p['unit']}. Products that use it go unavailable when it runs out.")
+    key = f"stock.critical:{event.msg_id}"
+    for email in recipients:
+        row = await (await ctx.conn.execute(ALERT, {**params, "event_key": key, "recipient": email,
+                                                    "detail": json.dumps({"sku": p["sku"], "quantity": p["quantity"]})})).fetchone()
+        if row is None:
+            continue  # already sent for this event
+        sent = await ctx.providers.email.send(email, subject, text, idempotency_key=f"{key}:{email}")
+        await mark(ctx, event.business_id, row["id"], sent, None)
