@@ -629,7 +629,7 @@ grant execute on function public.set_consent(uuid, text, boolean, uuid, text) to
 
 /** A signed-in customer asks to be erased from every business they ordered from (7-day grace).
     Returns the requests (one per business). */
-create function public.request_my_deletion() returns jsonb
+create function app.request_my_deletion() returns jsonb
 language plpgsql volatile security definer
 set search_path = ''
 as $$
@@ -645,11 +645,20 @@ begin
                    where c.user_id = auth.uid() and r.status = 'pending'), '[]'::jsonb);
 end
 $$;
+revoke all on function app.request_my_deletion() from public;
+grant execute on function app.request_my_deletion() to authenticated;
+
+create function public.request_my_deletion() returns jsonb
+language sql volatile
+set search_path = ''
+as $$
+  select app.request_my_deletion()
+$$;
 revoke all on function public.request_my_deletion() from public;
 grant execute on function public.request_my_deletion() to authenticated;
 
 /** Changed their mind within the grace period. Returns how many requests were cancelled. */
-create function public.cancel_my_deletion() returns integer
+create function app.cancel_my_deletion() returns integer
 language plpgsql volatile security definer
 set search_path = ''
 as $$
@@ -663,11 +672,20 @@ begin
   return v_count;
 end
 $$;
+revoke all on function app.cancel_my_deletion() from public;
+grant execute on function app.cancel_my_deletion() to authenticated;
+
+create function public.cancel_my_deletion() returns integer
+language sql volatile
+set search_path = ''
+as $$
+  select app.cancel_my_deletion()
+$$;
 revoke all on function public.cancel_my_deletion() from public;
 grant execute on function public.cancel_my_deletion() to authenticated;
 
 /** The operator (or service) erases a customer now, e.g. on a DPA order; audited. */
-create function public.force_delete_customer(business_id uuid, customer_id uuid) returns void
+create function app.force_delete_customer(business_id uuid, customer_id uuid) returns void
 language plpgsql volatile security definer
 set search_path = ''
 as $$
@@ -682,6 +700,15 @@ begin
   perform app.anonymise_customer(force_delete_customer.business_id, force_delete_customer.customer_id);
   perform app.audit(force_delete_customer.business_id, 'customer.force_deleted', jsonb_build_object('customer_id', force_delete_customer.customer_id));
 end
+$$;
+revoke all on function app.force_delete_customer(uuid, uuid) from public;
+grant execute on function app.force_delete_customer(uuid, uuid) to authenticated, service_role;
+
+create function public.force_delete_customer(business_id uuid, customer_id uuid) returns void
+language sql volatile
+set search_path = ''
+as $$
+  select app.force_delete_customer(business_id, customer_id)
 $$;
 revoke all on function public.force_delete_customer(uuid, uuid) from public;
 grant execute on function public.force_delete_customer(uuid, uuid) to authenticated, service_role;
@@ -713,7 +740,7 @@ revoke all on function app.export_customer(uuid, uuid) from public;
 grant execute on function app.export_customer(uuid, uuid) to service_role;
 
 /** Export for managers of the business, the operator, or the customer themselves. Raises PT404. */
-create function public.export_customer(customer_id uuid) returns jsonb
+create function app.export_customer(customer_id uuid) returns jsonb
 language plpgsql stable security definer
 set search_path = ''
 as $$
@@ -728,13 +755,22 @@ begin
   return app.export_customer(v_customer.business_id, v_customer.id);
 end
 $$;
+revoke all on function app.export_customer(uuid) from public;
+grant execute on function app.export_customer(uuid) to authenticated, service_role;
+
+create function public.export_customer(customer_id uuid) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select app.export_customer(customer_id)
+$$;
 revoke all on function public.export_customer(uuid) from public;
 grant execute on function public.export_customer(uuid) to authenticated, service_role;
 
 /** Merges a duplicate into a survivor (owners and managers): orders, stats, tags, notes, consent
     history, preferences and points move to the survivor; the duplicate stays as an empty tombstone
     (merged_into) because the append-only ledgers keep pointing at it; audited. */
-create function public.merge_customers(survivor_id uuid, duplicate_id uuid) returns jsonb
+create function app.merge_customers(survivor_id uuid, duplicate_id uuid) returns jsonb
 language plpgsql volatile security definer
 set search_path = ''
 as $$
@@ -800,6 +836,15 @@ begin
   perform app.audit(v_keep.business_id, 'customer.merged', jsonb_build_object('survivor', v_keep.id, 'duplicate', v_drop.id, 'orders_moved', v_moved));
   return jsonb_build_object('survivor', v_keep.id, 'duplicate', v_drop.id, 'orders_moved', v_moved);
 end
+$$;
+revoke all on function app.merge_customers(uuid, uuid) from public;
+grant execute on function app.merge_customers(uuid, uuid) to authenticated, service_role;
+
+create function public.merge_customers(survivor_id uuid, duplicate_id uuid) returns jsonb
+language sql volatile
+set search_path = ''
+as $$
+  select app.merge_customers(survivor_id, duplicate_id)
 $$;
 revoke all on function public.merge_customers(uuid, uuid) from public;
 grant execute on function public.merge_customers(uuid, uuid) to authenticated, service_role;

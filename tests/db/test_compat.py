@@ -59,3 +59,12 @@ def test_api_roles_cannot_reach_private_schemas(api: Api) -> None:
             except psycopg.errors.InsufficientPrivilege:
                 continue
             raise AssertionError(f"{claims.role} could run {sql!r}")
+
+
+def test_security_definer_functions_stay_private(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    """DESIGN §3: definers live in `app` with an empty search_path; `public` holds only invoker wrappers."""
+    exposed = conn.execute("select proname from pg_proc where pronamespace = 'public'::regnamespace and prosecdef").fetchall()
+    assert exposed == []
+    unpinned = conn.execute("select proname from pg_proc where pronamespace = 'app'::regnamespace and prosecdef "
+                            "and not coalesce(proconfig, '{}') @> array['search_path=\"\"']").fetchall()
+    assert unpinned == []
