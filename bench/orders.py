@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import bench_cluster, free_port, percentile, pgbench_tps, write_section  # noqa: E402
 from brigade.settings import PROJECT_ROOT  # noqa: E402
+from brigade.stripe_events import session_completed  # noqa: E402
 
 DOWNTOWN = "00000000-0000-4000-8000-000000000101"
 LATTE, OAT, CROISSANT = ("00000000-0000-4000-8000-0000000d0001", "00000000-0000-4000-8000-0000000f1001",
@@ -62,11 +63,8 @@ def post_webhooks(url: str, orders: list[dict], concurrency: int) -> tuple[float
     """Each order paid by its own signed checkout.session.completed; returns paid/s and latencies (ms)."""
     bodies = []
     for o in orders:
-        event = {"id": f"evt_{uuid.uuid4().hex}", "object": "event", "type": "checkout.session.completed", "created": int(time.time()),
-                 "livemode": False, "data": {"object": {"id": f"cs_{uuid.uuid4().hex}", "object": "checkout.session",
-                                                        "payment_status": "paid", "amount_total": o["total_cents"],
-                                                        "payment_intent": f"pi_{uuid.uuid4().hex}",
-                                                        "metadata": {"order_id": o["order_id"], "business_id": o["business_id"]}}}}
+        event = session_completed(session_id=f"cs_{uuid.uuid4().hex}", payment_intent=f"pi_{uuid.uuid4().hex}",
+                                  order_id=o["order_id"], business_id=o["business_id"], amount_cents=o["total_cents"])
         body = json.dumps(event)
         bodies.append((body, stripe.WebhookSignature.generate_signature_header(body, SECRET)))
     latencies: list[float] = []

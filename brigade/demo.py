@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from brigade.auth import Claims
 from brigade.settings import Settings
+from brigade.stripe_events import session_completed
 
 BUSINESS = "00000000-0000-4000-8000-000000000001"
 DOWNTOWN = "00000000-0000-4000-8000-000000000101"
@@ -90,11 +91,9 @@ def run(settings: Settings) -> int:
         print(f"session {session['session_id']} -> {session['url']}")
 
         step("Stripe calls back: checkout.session.completed, signed (POST /functions/v1/stripe-webhook)")
-        event = {"id": f"evt_demo_{uuid.uuid4().hex[:16]}", "object": "event", "type": "checkout.session.completed",
-                 "created": int(time.time()), "livemode": False, "data": {"object": {
-                     "id": session["session_id"], "object": "checkout.session", "payment_status": "paid",
-                     "amount_total": order["total_cents"], "payment_intent": f"pi_demo_{uuid.uuid4().hex[:16]}",
-                     "metadata": {"order_id": order["order_id"], "business_id": order["business_id"]}}}}
+        event = session_completed(session_id=session["session_id"], payment_intent=f"pi_demo_{uuid.uuid4().hex[:16]}",
+                                  order_id=order["order_id"], business_id=order["business_id"], amount_cents=order["total_cents"],
+                                  event_id=f"evt_demo_{uuid.uuid4().hex[:16]}")
         body = json.dumps(event)
         header = stripe.WebhookSignature.generate_signature_header(body, settings.stripe_webhook_secret)
         for attempt in ("first delivery", "Stripe retries it"):

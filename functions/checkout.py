@@ -19,6 +19,7 @@ from brigade.db import transaction_as
 from brigade.errors import NotFound, wrap_exceptions
 from brigade.providers import Providers, session_expiry
 from brigade.settings import Settings
+from brigade.stripe_events import session_completed
 from functions.deps import caller_or_anon, get_pool, get_providers, get_settings
 from functions.stripe_webhook import apply_event
 
@@ -144,9 +145,7 @@ async def local_page(session_id: str, pool: Annotated[AsyncConnectionPool, Depen
 async def local_pay(session_id: str, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
                     settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
     order = await _local_session(pool, settings, session_id)
-    event = {"id": f"evt_local_{uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex}", "object": "event",
-             "type": "checkout.session.completed", "livemode": False, "data": {"object": {
-                 "id": session_id, "object": "checkout.session", "payment_status": "paid", "amount_total": order["total_cents"],
-                 "payment_intent": f"pi_local_{uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex[:24]}",
-                 "metadata": {"order_id": str(order["id"]), "business_id": str(order["business_id"])}}}}
+    stable = uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex  # the same page, clicked twice, is the same event
+    event = session_completed(session_id=session_id, payment_intent=f"pi_local_{stable[:24]}", order_id=str(order["id"]),
+                              business_id=str(order["business_id"]), amount_cents=order["total_cents"], event_id=f"evt_local_{stable}")
     return {"outcome": await apply_event(pool, event), "order_id": str(order["id"])}

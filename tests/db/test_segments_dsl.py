@@ -9,7 +9,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from brigade.auth import Claims
 from tests.conftest import Api, Factory, Tenant
 
 
