@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
+from brigade import queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.registry import Context, registry
 
-CUSTOMER = """
-select c.email, v.name as venue_name, b.name as business_name
-from public.customers c
-join public.businesses b on b.id = c.business_id
-join public.venues v on v.business_id = c.business_id and v.id = %(venue_id)s
-where c.business_id = %(business_id)s and c.id = %(customer_id)s and c.anonymised_at is null
-"""
 
-LOG = """
-insert into public.notification_log (business_id, event_key, channel, recipient, template, customer_id, venue_id, status,
-                                     provider, provider_message_id, cost_cents, error, sent_at)
-values (%(business_id)s, %(event_key)s, 'email', %(recipient)s, 'consent_confirmation', %(customer_id)s, %(venue_id)s, %(status)s,
-        %(provider)s, %(message_id)s, %(cost)s, %(error)s, case when %(status)s = 'sent' then now() end)
-on conflict on constraint notification_log_natural_key do nothing
-returning id
-"""
 
 
 @registry.scheduled("crm.nightly", "30 3 * * *")
 async def nightly(ctx: Context) -> None:
     """Deletions past their grace, RFM re-bucketing, derived preferences, segments, birthdays, dormancy."""
-    row = await (await ctx.conn.execute("select app.crm_nightly() as result")).fetchone()
+    row = await (await ctx.conn.execute(queries.get("crm_nightly"))).fetchone()
     ctx.log.info("crm nightly", extra={"action": "crm_nightly", **(row["result"] if row else {})})
 
 
@@ -35,7 +21,7 @@ async def nightly(ctx: Context) -> None:
 async def confirmation_requested(event: Event, ctx: Context) -> None:
     """Email the double opt-in link (the token exists in clear only in this event)."""
     p = event.payload
-    who = await (await ctx.conn.execute(CUSTOMER, {"business_id": event.business_id, "customer_id": p["customer_id"],
+    who = await (await ctx.conn.execute(queries.get("consent_recipient"), {"business_id": event.business_id, "customer_id": p["customer_id"],
                                                    "venue_id": p["venue_id"]})).fetchone()
     if not who or not who["email"]:
         return
@@ -48,7 +34,7 @@ async def confirmation_requested(event: Event, ctx: Context) -> None:
     try:
         sent = await ctx.providers.email.send(who["email"], f"Confirm your subscription to {who['business_name']}", text, idempotency_key=key)
     except ProviderError as exc:
-        await ctx.conn.execute(LOG, {**params, "status": "failed", "provider": None, "message_id": None, "cost": 0, "error": exc.message})
+        await ctx.conn.execute(queries.get("record_consent_email"), {**params, "status": "failed", "provider": None, "message_id": None, "cost": 0, "error": exc.message})
         raise
-    await ctx.conn.execute(LOG, {**params, "status": "sent", "provider": sent.provider, "message_id": sent.message_id,
+    await ctx.conn.execute(queries.get("record_consent_email"), {**params, "status": "sent", "provider": sent.provider, "message_id": sent.message_id,
                                  "cost": sent.cost_cents, "error": None})

@@ -10,38 +10,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from brigade import queries
 from brigade.events import Event
 from brigade.providers import ProviderError, Sent
 from worker.registry import Context, registry
 
-PENDING = """
-select n.id, n.channel, n.recipient, n.template, o.order_number, o.total_cents, o.currency, o.fulfilment,
-       b.name as business_name, v.name as venue_name, v.phone as venue_phone,
-       (select jsonb_agg(jsonb_build_object('name', i.name, 'variant', i.variant_name, 'quantity', i.quantity,
-                                            'line_total_cents', i.line_total_cents) order by i.line_number)
-        from public.order_items i where i.business_id = o.business_id and i.order_id = o.id) as lines
-from public.notification_log n
-join public.orders o on o.business_id = n.business_id and o.id = n.order_id
-join public.businesses b on b.id = o.business_id
-join public.venues v on v.business_id = o.business_id and v.id = o.venue_id
-where n.business_id = %(business_id)s and n.event_key = %(event_key)s and n.status = 'pending'
-order by n.channel
-for update of n skip locked
-"""
 
-MARK = """
-update public.notification_log set status = %(status)s, provider = %(provider)s, provider_message_id = %(message_id)s,
-  cost_cents = %(cost)s, error = %(error)s, sent_at = case when %(status)s in ('sent', 'delivered') then now() end
-where business_id = %(business_id)s and id = %(id)s
-"""
 
-FALLBACK = """
-insert into public.notification_log (business_id, event_key, channel, recipient, template, order_id, customer_id, venue_id)
-select business_id, event_key, 'sms', recipient, 'order_ready', order_id, customer_id, venue_id
-from public.notification_log where business_id = %(business_id)s and id = %(id)s
-on conflict on constraint notification_log_natural_key do nothing
-returning id
-"""
 
 
 def money(cents: int, currency: str) -> str:
@@ -65,7 +40,7 @@ def render(row: dict[str, Any], pickup_code: str | None) -> tuple[str, str]:
 
 
 async def mark(ctx: Context, business_id: Any, row_id: Any, sent: Sent | None, error: str | None) -> None:
-    await ctx.conn.execute(MARK, {
+    await ctx.conn.execute(queries.get("mark_notification"), {
         "business_id": business_id, "id": row_id, "status": "failed" if sent is None else "sent",
         "provider": sent.provider if sent else None, "message_id": sent.message_id if sent else None,
         "cost": sent.cost_cents if sent else 0, "error": error})
@@ -73,7 +48,7 @@ async def mark(ctx: Context, business_id: Any, row_id: Any, sent: Sent | None, e
 
 async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: str | None = None) -> list[str]:
     """Send every pending notification of an event; returns the channels sent."""
-    rows = await (await ctx.conn.execute(PENDING, {"business_id": event.business_id, "event_key": event_key})).fetchall()
+    rows = await (await ctx.conn.execute(queries.get("pending_notifications"), {"business_id": event.business_id, "event_key": event_key})).fetchall()
     done: list[str] = []
     for row in rows:
         subject, text = render(row, pickup_code)
@@ -89,7 +64,7 @@ async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: 
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             if row["channel"] == "voice":  # the call failed: text them instead
-                fallback = await (await ctx.conn.execute(FALLBACK, {"business_id": event.business_id, "id": row["id"]})).fetchone()
+                fallback = await (await ctx.conn.execute(queries.get("voice_fallback_sms"), {"business_id": event.business_id, "id": row["id"]})).fetchone()
                 if fallback:
                     done += await send_pending(event, ctx, event_key, pickup_code)
             ctx.log.warning("send failed", extra={"action": "notification_failed", "channel": row["channel"],
@@ -118,23 +93,7 @@ async def order_ready(event: Event, ctx: Context) -> None:
                                                      "business_id": str(event.business_id), "channels": channels})
 
 
-MANAGERS = """
-select distinct u.email
-from public.memberships m
-join auth.users u on u.id = m.user_id
-where m.business_id = %(business_id)s and m.role in ('owner', 'manager') and u.email is not null
-  and (not exists (select 1 from public.membership_venues mv where mv.business_id = m.business_id and mv.membership_id = m.id)
-       or exists (select 1 from public.membership_venues mv where mv.business_id = m.business_id and mv.membership_id = m.id
-                  and mv.venue_id = %(venue_id)s))
-order by u.email
-"""
 
-ALERT = """
-insert into public.notification_log (business_id, event_key, channel, recipient, template, venue_id, detail)
-values (%(business_id)s, %(event_key)s, 'email', %(recipient)s, 'stock_critical', %(venue_id)s, %(detail)s)
-on conflict on constraint notification_log_natural_key do nothing
-returning id
-"""
 
 
 @registry.on("stock.critical")
@@ -142,13 +101,13 @@ async def stock_critical(event: Event, ctx: Context) -> None:
     """Email the venue's owners and managers (never customers) that an ingredient crossed its level."""
     p = event.payload
     params = {"business_id": event.business_id, "venue_id": p["venue_id"]}
-    recipients = [r["email"] for r in await (await ctx.conn.execute(MANAGERS, params)).fetchall()]
+    recipients = [r["email"] for r in await (await ctx.conn.execute(queries.get("venue_manager_emails"), params)).fetchall()]
     subject = f"Low stock: {p['name']} ({p['quantity']} {p['unit']} left)"
     text = (f"{p['name']} is down to {p['quantity']} {p['unit']}, at or below its critical level of "
             f"{p['critical_level']} {p['unit']}. Products that use it go unavailable when it runs out.")
     key = f"stock.critical:{event.msg_id}"
     for email in recipients:
-        row = await (await ctx.conn.execute(ALERT, {**params, "event_key": key, "recipient": email,
+        row = await (await ctx.conn.execute(queries.get("record_stock_alert"), {**params, "event_key": key, "recipient": email,
                                                     "detail": json.dumps({"sku": p["sku"], "quantity": p["quantity"]})})).fetchone()
         if row is None:
             continue  # already sent for this event

@@ -1,0 +1,71 @@
+-- pending_notifications --
+-- The still-pending notifications of an event, with what rendering them needs (locked: one sender).
+select n.id, n.channel, n.recipient, n.template, o.order_number, o.total_cents, o.currency, o.fulfilment,
+       b.name as business_name, v.name as venue_name, v.phone as venue_phone,
+       (select jsonb_agg(jsonb_build_object('name', i.name, 'variant', i.variant_name, 'quantity', i.quantity,
+                                            'line_total_cents', i.line_total_cents) order by i.line_number)
+        from public.order_items i where i.business_id = o.business_id and i.order_id = o.id) as lines
+from public.notification_log n
+join public.orders o on o.business_id = n.business_id and o.id = n.order_id
+join public.businesses b on b.id = o.business_id
+join public.venues v on v.business_id = o.business_id and v.id = o.venue_id
+where n.business_id = %(business_id)s and n.event_key = %(event_key)s and n.status = 'pending'
+order by n.channel
+for update of n skip locked
+
+-- mark_notification --
+-- Record how a send went.
+update public.notification_log set status = %(status)s, provider = %(provider)s, provider_message_id = %(message_id)s,
+  cost_cents = %(cost)s, error = %(error)s, sent_at = case when %(status)s in ('sent', 'delivered') then now() end
+where business_id = %(business_id)s and id = %(id)s
+
+-- voice_fallback_sms --
+-- The SMS that replaces a ready-call that could not be placed.
+insert into public.notification_log (business_id, event_key, channel, recipient, template, order_id, customer_id, venue_id)
+select business_id, event_key, 'sms', recipient, 'order_ready', order_id, customer_id, venue_id
+from public.notification_log where business_id = %(business_id)s and id = %(id)s
+on conflict on constraint notification_log_natural_key do nothing
+returning id
+
+-- venue_manager_emails --
+-- Emails of the owners and managers who may act on a venue.
+select distinct u.email
+from public.memberships m
+join auth.users u on u.id = m.user_id
+where m.business_id = %(business_id)s and m.role in ('owner', 'manager') and u.email is not null
+  and (not exists (select 1 from public.membership_venues mv where mv.business_id = m.business_id and mv.membership_id = m.id)
+       or exists (select 1 from public.membership_venues mv where mv.business_id = m.business_id and mv.membership_id = m.id
+                  and mv.venue_id = %(venue_id)s))
+order by u.email
+
+-- record_stock_alert --
+-- One stock-critical email per (event, manager); nothing when it was already recorded.
+insert into public.notification_log (business_id, event_key, channel, recipient, template, venue_id, detail)
+values (%(business_id)s, %(event_key)s, 'email', %(recipient)s, 'stock_critical', %(venue_id)s, %(detail)s)
+on conflict on constraint notification_log_natural_key do nothing
+returning id
+
+-- consent_recipient --
+-- Who a double opt-in confirmation goes to (not an erased customer).
+select c.email, v.name as venue_name, b.name as business_name
+from public.customers c
+join public.businesses b on b.id = c.business_id
+join public.venues v on v.business_id = c.business_id and v.id = %(venue_id)s
+where c.business_id = %(business_id)s and c.id = %(customer_id)s and c.anonymised_at is null
+
+-- record_consent_email --
+-- The confirmation email in the notification log, once per token.
+insert into public.notification_log (business_id, event_key, channel, recipient, template, customer_id, venue_id, status,
+                                     provider, provider_message_id, cost_cents, error, sent_at)
+values (%(business_id)s, %(event_key)s, 'email', %(recipient)s, 'consent_confirmation', %(customer_id)s, %(venue_id)s, %(status)s,
+        %(provider)s, %(message_id)s, %(cost)s, %(error)s, case when %(status)s = 'sent' then now() end)
+on conflict on constraint notification_log_natural_key do nothing
+returning id
+
+-- crm_nightly --
+-- The whole nightly CRM run.
+select app.crm_nightly() as result
+
+-- recompute_tiers --
+-- Loyalty tiers from trailing-12-month spend.
+select app.recompute_tiers(null) as changed
