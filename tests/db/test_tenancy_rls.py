@@ -16,18 +16,20 @@ from psycopg import sql
 
 from brigade.auth import Claims
 from tests.conftest import Api, Factory, Tenant
+from tests.db.tenant_rows import TenantRows, declared, modules
 from tests.ordering_kit import build_menu, order_payload, session_completed
 
 # Platform-wide reference tables: readable by everyone, writable by no API role.
-CATALOGUE_TABLES = {"plans", "modules"}
+CATALOGUE_TABLES = {"plans", "modules"} | declared("CATALOGUE")
 # Tables only the service role touches (no API role has any privilege on them).
-SERVICE_ONLY_TABLES = {"stripe_events", "consent_tokens"}
+SERVICE_ONLY_TABLES = {"stripe_events", "consent_tokens"} | declared("SERVICE_ONLY")
 # What anon may read, and which rows: a filter that must hold for every row anon sees.
 ANON_READABLE: dict[str, str] = {
     "plans": "true",
     "modules": "true",
     "venues": "is_published",
     "rewards": "is_active and app.module_enabled(business_id, 'loyalty')",
+    **declared("ANON_READABLE"),
 }
 MEMBER_ROLES = ("owner", "manager", "staff", "driver")
 
@@ -108,6 +110,9 @@ def tenants(factory: Factory, conn: psycopg.Connection[dict[str, Any]], api: Api
         reward = conn.execute("insert into public.rewards (business_id, name, kind, points_cost, product_id) values (%s, 'Free croissant', "
                               "'free_product', 5, %s) returning id", (t.business_id, menu.products["croissant"])).fetchone()["id"]  # type: ignore[index]
         conn.execute("select app.redeem_reward(%s, %s)", (reward, customer))
+        # every other module's tables (tests/db/tenant_rows/)
+        for mod in modules():
+            mod.seed(TenantRows(conn=conn, api=api, factory=factory, tenant=t, menu=menu, orders=orders, customer=customer))
     return a, b
 
 
