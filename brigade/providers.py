@@ -62,7 +62,7 @@ def _record_locally(settings: Settings, kind: str, body: dict[str, Any]) -> None
 
 
 class Sms(Protocol):
-    async def send(self, to: str, body: str) -> Sent: ...
+    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent: ...
 
 
 class Voice(Protocol):
@@ -70,7 +70,8 @@ class Voice(Protocol):
 
 
 class Email(Protocol):
-    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str) -> Sent: ...
+    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str,
+                   headers: dict[str, str] | None = None) -> Sent: ...
 
 
 class Payments(Protocol):
@@ -85,7 +86,7 @@ class LogSms:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def send(self, to: str, body: str) -> Sent:
+    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent:
         _record_locally(self.settings, "sms", {"to": to, "body": body})
         return Sent("log", f"log-sms-{uuid.uuid4().hex[:12]}", "sent", 0.0)
 
@@ -103,8 +104,9 @@ class LogEmail:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str) -> Sent:
-        _record_locally(self.settings, "email", {"to": to, "subject": subject, "text": text})
+    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str,
+                   headers: dict[str, str] | None = None) -> Sent:
+        _record_locally(self.settings, "email", {"to": to, "subject": subject, "text": text, **({"headers": headers} if headers else {})})
         return Sent("log", f"log-email-{uuid.uuid4().hex[:12]}", "sent", 0.0)
 
 
@@ -134,11 +136,12 @@ class TwilioSms:
         self.settings = settings
         self.client = twilio_client(settings)
 
-    async def send(self, to: str, body: str) -> Sent:
+    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent:
         from twilio.base.exceptions import TwilioRestException
 
+        extra = {"status_callback": status_callback} if status_callback else {}
         try:
-            msg = await asyncio.to_thread(self.client.messages.create, to=to, from_=self.settings.twilio_from_number, body=body)
+            msg = await asyncio.to_thread(self.client.messages.create, to=to, from_=self.settings.twilio_from_number, body=body, **extra)
         except TwilioRestException as exc:
             raise ProviderError(f"Twilio refused the SMS: {exc.msg}", hint="sms_failed") from exc
         return Sent("twilio", msg.sid, msg.status or "queued", self.settings.sms_cost_cents)
@@ -183,8 +186,11 @@ class ResendEmail:
             resend.api_url = settings.resend_api_url.rstrip("/")
         self.resend = resend
 
-    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str) -> Sent:
-        params = {"from": self.settings.email_from, "to": [to], "subject": subject, "text": text}
+    async def send(self, to: str, subject: str, text: str, *, idempotency_key: str,
+                   headers: dict[str, str] | None = None) -> Sent:
+        params: dict[str, Any] = {"from": self.settings.email_from, "to": [to], "subject": subject, "text": text}
+        if headers:
+            params["headers"] = headers
         try:
             result = await asyncio.to_thread(self.resend.Emails.send, params, {"idempotency_key": idempotency_key})
         except Exception as exc:  # resend raises its own ResendError family and requests errors

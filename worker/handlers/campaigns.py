@@ -1,0 +1,103 @@
+"""Campaigns & automations: the dormancy evaluator, campaign launches, and every marketing send.
+
+A send is a `campaign_sends` row created by the database when a trigger matched a rule (or a
+campaign went out); its `automation.due` / `campaign.send` event arrives after the rule's delay.
+`app.claim_marketing_send` locks the row and re-checks consent, deletion, suppression, allergens,
+critical stock, the frequency cap and quiet hours at that moment; only a `send` answer reaches a
+provider, and `app.complete_marketing_send` records it in the same transaction as the ack, so a
+duplicate event or a second worker finds the row done.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from brigade import queries
+from brigade.events import Event
+from brigade.providers import ProviderError, Sent
+from worker.registry import Context, registry
+
+PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
+STOP_FOOTER = "Reply STOP to opt out."
+
+
+def fill(template: str, variables: dict[str, Any]) -> str:
+    """`{{name}}` placeholders from the send's variables; an unknown one renders empty."""
+    return PLACEHOLDER.sub(lambda m: str(variables.get(m.group(1), "")), template)
+
+
+def unsubscribe_url(ctx: Context, claim: dict[str, Any], business_id: Any) -> str:
+    query = urlencode({"b": str(business_id), "c": claim["customer_id"], "ch": claim["unsubscribe_channel"], "t": claim["unsubscribe_token"]})
+    return f"{ctx.settings.functions_url}/consent/unsubscribe?{query}"
+
+
+def render(ctx: Context, claim: dict[str, Any], business_id: Any) -> tuple[str, str, dict[str, str]]:
+    """(subject, text, email headers). Marketing email always carries the signed unsubscribe link
+    (in the text and as List-Unsubscribe, one-click); marketing SMS always says how to stop."""
+    variables = dict(claim["vars"])
+    headers: dict[str, str] = {}
+    if claim["marketing"]:
+        link = unsubscribe_url(ctx, claim, business_id)
+        variables["unsubscribe_url"] = link
+        if claim["channel"] == "email":
+            headers = {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    text = fill(claim["body"], variables).strip()
+    subject = fill(claim["subject"] or "", variables).strip() or str(variables.get("business_name", ""))
+    if claim["marketing"] and claim["channel"] == "email" and variables["unsubscribe_url"] not in text:
+        text += f"\n\n--\nYou get this because you agreed to hear from {variables.get('business_name', 'us')}. "
+        text += f"Unsubscribe: {variables['unsubscribe_url']}"
+    if claim["marketing"] and claim["channel"] == "sms" and "STOP" not in text.upper():
+        text += f" {STOP_FOOTER}"
+    return subject, text, headers
+
+
+async def deliver(ctx: Context, claim: dict[str, Any], key: str, subject: str, text: str, headers: dict[str, str]) -> Sent:
+    if claim["channel"] == "sms":
+        return await ctx.providers.sms.send(claim["recipient"], text, status_callback=f"{ctx.settings.functions_url}/twilio-sms/status")
+    return await ctx.providers.email.send(claim["recipient"], subject, text, idempotency_key=key, headers=headers or None)
+
+
+async def send(event: Event, ctx: Context) -> None:
+    send_id = event.payload["send_id"]
+    params = {"business_id": event.business_id, "send_id": send_id}
+    row = await (await ctx.conn.execute(queries.get("claim_marketing_send"), params)).fetchone()
+    claim: dict[str, Any] = row["claim"] if row else {"action": "none"}
+    if claim["action"] != "send":
+        ctx.log.info("marketing send not sent", extra={"action": "marketing_" + claim["action"], "send_id": send_id,
+                                                        "business_id": str(event.business_id), "reason": claim.get("reason")})
+        return
+    subject, text, headers = render(ctx, claim, event.business_id)
+    template = claim["trigger"]
+    try:
+        sent = await deliver(ctx, claim, f"marketing:{send_id}", subject, text, headers)
+    except ProviderError as exc:
+        await ctx.conn.execute(queries.get("complete_marketing_send"), {**params, "recipient": claim["recipient"], "template": template,
+                               "provider": None, "message_id": None, "cost": 0, "error": exc.message})
+        ctx.log.warning("marketing send failed", extra={"action": "marketing_failed", "send_id": send_id, "error": exc.message})
+        return
+    await ctx.conn.execute(queries.get("complete_marketing_send"), {**params, "recipient": claim["recipient"], "template": template,
+                           "provider": sent.provider, "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
+    ctx.log.info("marketing sent", extra={"action": "marketing_sent", "send_id": send_id, "channel": claim["channel"],
+                                          "business_id": str(event.business_id)})
+
+
+registry.on("automation.due")(send)
+registry.on("campaign.send")(send)
+
+
+@registry.on("campaign.due")
+async def campaign_due(event: Event, ctx: Context) -> None:
+    """A scheduled campaign's time: its segment becomes sends (nothing if it moved or was cancelled)."""
+    row = await (await ctx.conn.execute(queries.get("launch_campaign"), {"business_id": event.business_id,
+                                                                         "campaign_id": event.payload["campaign_id"]})).fetchone()
+    ctx.log.info("campaign launched", extra={"action": "campaign_launched", "campaign_id": event.payload["campaign_id"],
+                                             "recipients": row["recipients"] if row else 0})
+
+
+@registry.scheduled("campaigns.dormant", "45 3 * * *")
+async def dormant(ctx: Context) -> None:
+    """After the CRM nightly (03:30 UTC): every dormant-N-days rule, set-based; sends are enqueued."""
+    row = await (await ctx.conn.execute(queries.get("evaluate_dormant_automations"))).fetchone()
+    ctx.log.info("dormant automations", extra={"action": "campaigns_dormant", "sends": row["sends"] if row else 0})
