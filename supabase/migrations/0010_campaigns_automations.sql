@@ -45,7 +45,8 @@ create table public.automations (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint automations_pkey primary key (business_id, id),
-  constraint automations_quiet_both check ((quiet_start is null and quiet_end is null) or quiet_start <> quiet_end),
+  constraint automations_quiet_both check ((quiet_start is null and quiet_end is null)
+    or (quiet_start is not null and quiet_end is not null and quiet_start <> quiet_end)),
   constraint automations_cap_both check ((cap_count is null) = (cap_days is null)),
   constraint automations_email_subject check (channel <> 'email' or subject is not null),
   constraint automations_venue_fkey foreign key (business_id, venue_id) references public.venues (business_id, id) on delete cascade,
