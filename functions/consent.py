@@ -1,5 +1,6 @@
 """GET /functions/v1/consent/confirm?token=… (double opt-in) and
-GET /functions/v1/consent/unsubscribe?b=…&c=…&ch=…&t=… (signed unsubscribe link). Both land in the
+GET /functions/v1/consent/unsubscribe?b=…&c=…&ch=…&t=… (signed unsubscribe link; POST to the same URL
+is the one-click unsubscribe of RFC 8058 that mail clients send for List-Unsubscribe-Post). Both land in the
 append-only consent log with the caller's IP and user agent, and answer a small HTML page."""
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ async def confirm(request: Request, pool: Annotated[AsyncConnectionPool, Depends
     return PAGE.format(title="Subscription confirmed", text=f"Thank you: {channel} is confirmed.")
 
 
+@router.post("/unsubscribe", response_class=HTMLResponse)
 @router.get("/unsubscribe", response_class=HTMLResponse)
 async def unsubscribe(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
                       b: uuid.UUID, c: uuid.UUID, ch: Annotated[str, Query(pattern=CHANNELS)],

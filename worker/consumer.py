@@ -94,8 +94,9 @@ class Consumer:
         assert row is not None
         return row["seconds"]
 
-    async def run(self, stop: asyncio.Event, wake: asyncio.Event, *, drain: bool = False) -> None:
-        """Consume until stop is set (or, with drain, until the queue is empty, leased events included)."""
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event, *, drain: bool = False, idle: bool = False) -> None:
+        """Consume until stop is set (or, with drain, until the queue is empty, leased events included;
+        or, with idle, until no event is visible now: delayed and leased ones are left for later)."""
         while not stop.is_set():
             wake.clear()
             batch = await self.read_batch()
@@ -103,7 +104,7 @@ class Consumer:
                 await asyncio.gather(*(self.process(event) for event in batch))
                 continue
             seconds = await self.next_event_in()
-            if drain and seconds is None:
+            if (drain and seconds is None) or idle:
                 return
             timeout = self.settings.worker_poll_interval
             if seconds is not None:

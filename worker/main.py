@@ -44,8 +44,9 @@ async def heartbeat(pool, consumer: Consumer, worker_id: str, interval: float, s
 
 
 async def run(settings: Settings | None = None, *, drain: bool = False, stop: asyncio.Event | None = None,
-              schedule: bool = True) -> Consumer:
-    """Run one worker copy until stop is set (or SIGINT/SIGTERM; or, with drain, the queue is empty)."""
+              schedule: bool = True, idle: bool = False) -> Consumer:
+    """Run one worker copy until stop is set (or SIGINT/SIGTERM; or, with drain, the queue is empty;
+    or, with idle, nothing is visible now)."""
     settings = settings or get_settings()
     load_plugins(settings.plugin_modules)
     stop = stop or asyncio.Event()
@@ -70,9 +71,9 @@ async def run(settings: Settings | None = None, *, drain: bool = False, stop: as
     log.info("worker started", extra={"action": "worker_started", "worker_id": worker_id,
                                       "topics": sorted(registry.handlers), "jobs": sorted(registry.jobs)})
     try:
-        if schedule and not drain:
+        if schedule and not (drain or idle):
             scheduler.start()
-        await consumer.run(stop, wake, drain=drain)
+        await consumer.run(stop, wake, drain=drain, idle=idle)
     finally:
         stop.set()
         scheduler.shutdown()
