@@ -27,7 +27,10 @@ LATTE, LARGE, OAT, CROISSANT = (
     "00000000-0000-4000-8000-0000000d0001", "00000000-0000-4000-8000-0000000e0002",
     "00000000-0000-4000-8000-0000000f1001", "00000000-0000-4000-8000-0000000d0003")
 STAFF = "00000000-0000-4000-8000-00000000a003"
+MANAGER = "00000000-0000-4000-8000-00000000a002"
 GUEST_PHONE = "+15555550100"
+DANA_PHONE = "+15555550142"
+WIN_BACK = "00000000-0000-4000-8000-0000000c0001"
 
 
 @contextmanager
@@ -62,6 +65,55 @@ def last_code(settings: Settings) -> str:
         if entry.get("kind") == "sms" and entry.get("to") == GUEST_PHONE and "pickup code is" in entry.get("body", ""):
             return entry["body"].split("pickup code is ")[1][:6]
     raise SystemExit("no pickup code in the outbox file: are the log providers configured?")
+
+
+def pay(settings: Settings, order: dict[str, Any]) -> str:
+    """Checkout through the function, then Stripe's signed checkout.session.completed; the outcome."""
+    base = settings.functions_url
+    session = httpx.post(f"{base}/checkout", json={"order_id": order["order_id"], "access_token": order["access_token"]}, timeout=30).json()
+    event = session_completed(session_id=session["session_id"], payment_intent=f"pi_demo_{uuid.uuid4().hex[:16]}",
+                              order_id=order["order_id"], business_id=order["business_id"], amount_cents=order["total_cents"],
+                              event_id=f"evt_demo_{uuid.uuid4().hex[:16]}")
+    body = json.dumps(event)
+    header = stripe.WebhookSignature.generate_signature_header(body, settings.stripe_webhook_secret)
+    return httpx.post(f"{base}/stripe-webhook", content=body, headers={"stripe-signature": header}, timeout=30).json()["outcome"]
+
+
+def win_back(settings: Settings, db: psycopg.Connection[dict[str, Any]]) -> None:
+    """A regular lapses, the win-back automation texts her, she comes back: revenue against the rule."""
+    step("A regular who stopped coming: Dana orders, agrees to texts at the counter, then 40 days pass")
+    dana = {"venue_id": DOWNTOWN, "channel": "web", "fulfilment": "pickup", "customer": {"name": "Dana Regular", "phone": DANA_PHONE},
+            "items": [{"product_id": LATTE, "variant_id": LARGE, "quantity": 1}]}
+    with as_caller(settings.dsn, Claims.anon()) as conn:
+        first = conn.execute("select public.place_order(%s) as r", (json.dumps(dana),)).fetchone()["r"]  # type: ignore[index]
+    print(f"order #{first['order_number']}: {pay(settings, first)}")
+    customer = db.execute("select customer_id from public.orders where id = %s", (first["order_id"],)).fetchone()["customer_id"]  # type: ignore[index]
+    with as_caller(settings.dsn, Claims.user(MANAGER, email="manager@demo-cafe.test")) as conn:
+        conn.execute("select public.set_consent(%s, 'SMS_MARKETING', true, null, 'admin')", (customer,))
+    db.execute("update public.customer_venue_stats set last_order_at = now() - interval '40 days' where customer_id = %s", (customer,))
+    print("consent log:", [r["action"] + " " + r["source"] for r in db.execute(
+        "select action, source from public.customer_consent_log where customer_id = %s and channel = 'SMS_MARKETING' order by id", (customer,))])
+
+    step("The nightly dormancy run (03:45 UTC in the worker; run now): the win-back rule matches her")
+    print("sends enqueued:", db.execute("select app.evaluate_dormant_automations(%s) as n", (BUSINESS,)).fetchone()["n"])  # type: ignore[index]
+    send = wait_for(db, "select id, status, recipient, attribution_ends_at from public.campaign_sends where automation_id = %s "
+                        "and customer_id = %s and status <> 'scheduled' order by created_at desc limit 1", (WIN_BACK, customer))
+    print(f"send {send['status']} to {send['recipient']}; attribution window open until {send['attribution_ends_at']:%Y-%m-%d %H:%M} UTC")
+    for line in reversed(settings.outbox_file.read_text().splitlines()):
+        entry = json.loads(line)
+        if entry.get("kind") == "sms" and entry.get("to") == DANA_PHONE:
+            print("Dana's phone shows:", entry["body"])
+            break
+
+    step("Dana comes back and orders again")
+    dana["items"] = [{"product_id": LATTE, "variant_id": LARGE, "quantity": 1}, {"product_id": CROISSANT, "quantity": 1}]
+    with as_caller(settings.dsn, Claims.anon()) as conn:
+        again = conn.execute("select public.place_order(%s) as r", (json.dumps(dana),)).fetchone()["r"]  # type: ignore[index]
+    print(f"order #{again['order_number']}: {again['total_cents'] / 100:.2f} {again['currency']} -> {pay(settings, again)}")
+    perf = db.execute("select name, sends, delivered, orders, revenue_cents, message_cost_cents from public.campaign_performance "
+                      "where id = %s", (WIN_BACK,)).fetchone()
+    print(f"'{perf['name']}': {perf['sends']} sent, {perf['orders']} orders, revenue recovered "  # type: ignore[index]
+          f"{perf['revenue_cents'] / 100:.2f} USD, messages cost {float(perf['message_cost_cents']) / 100:.4f} USD")  # type: ignore[index]
 
 
 def run(settings: Settings) -> int:
@@ -136,4 +188,5 @@ def run(settings: Settings) -> int:
         final = db.execute("select o.status, p.revenue_cents, p.cost_of_goods_cents, p.stripe_fee_cents, p.messaging_cost_cents, p.margin_cents "
                            "from public.orders o join public.order_profit p on p.order_id = o.id where o.id = %s", (order["order_id"],)).fetchone()
         print(f"order #{order['order_number']} is {final['status']}; profit: {json.dumps({k: float(v) for k, v in final.items() if k != 'status'})}")  # type: ignore[index, union-attr]
+        win_back(settings, db)
     return 0

@@ -121,3 +121,22 @@ insert into public.recipe_lines (business_id, id, product_id, variant_id, modifi
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1010', '00000000-0000-4000-8000-0000000d0004', null, null, 'avocado', 1),
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1011', '00000000-0000-4000-8000-0000000d0004', null, null, 'sourdough', 2)
 on conflict do nothing;
+
+-- section campaigns (issue 5): allergens on the menu, and the demo's automations. The win-back has no
+-- quiet hours so `brigade demo` shows it at any hour; the birthday email keeps 21:00-08:00 quiet.
+update public.products set allergens = '{dairy}'
+where business_id = '00000000-0000-4000-8000-000000000001' and id in ('00000000-0000-4000-8000-0000000d0001', '00000000-0000-4000-8000-0000000d0002')
+  and allergens = '{}';
+update public.products set allergens = '{gluten,dairy}'
+where business_id = '00000000-0000-4000-8000-000000000001' and id = '00000000-0000-4000-8000-0000000d0003' and allergens = '{}';
+update public.products set allergens = '{gluten}'
+where business_id = '00000000-0000-4000-8000-000000000001' and id = '00000000-0000-4000-8000-0000000d0004' and allergens = '{}';
+
+insert into public.automations (business_id, id, name, trigger, dormant_days, channel, subject, body, product_id, quiet_start, quiet_end,
+                                cap_count, cap_days, created_by) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0001', 'Win-back after 30 days', 'customer.dormant', 30, 'sms', null,
+   'Hi {{first_name}}, we miss you at {{venue_name}}! Show this text this week for a free croissant with any coffee.',
+   '00000000-0000-4000-8000-0000000d0003', null, null, null, null, null),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0002', 'Happy birthday', 'customer.birthday', 30, 'email',
+   'Happy birthday, {{first_name}}!', 'Your next latte at {{business_name}} is on us this week.', null, '21:00', '08:00', 1, 30, null)
+on conflict do nothing;

@@ -93,6 +93,10 @@ def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> 
             assert demo.returncode == 0, demo.stdout + demo.stderr
             assert "first delivery: 200 paid" in demo.stdout and "Stripe retries it: 200 duplicate" in demo.stdout
             assert re.search(r"order #1 is completed", demo.stdout), demo.stdout
+            # the win-back: a lapsed regular texted through the log provider, her return credited to the rule
+            assert re.search(r"Dana's phone shows: Hi Dana, we miss you at Downtown!", demo.stdout), demo.stdout
+            revenue = re.search(r"'Win-back after 30 days': 1 sent, 1 orders, revenue recovered (\d+\.\d\d) USD", demo.stdout)
+            assert revenue and float(revenue.group(1)) > 0, demo.stdout
         finally:
             assert first.stop() == 0
         assert not cluster.running(), "Ctrl-C stops the embedded cluster too"
