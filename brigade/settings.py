@@ -75,6 +75,7 @@ class Settings(BaseSettings):
 
     resend_api_key: str = ""
     resend_api_url: str = ""
+    resend_webhook_secret: str = ""  # whsec_…: Resend signs its webhooks with svix
     email_from: str = "Brigade <orders@brigade.local>"
 
     # What a send costs, for the money views, until the provider reports the real price.

@@ -3,6 +3,7 @@ Twilio and Resend that answer in their documented shapes, and signed Stripe even
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import time
@@ -185,6 +186,7 @@ def provider_settings(settings: Settings, stripe_url: str, twilio_url: str, rese
         "stripe_webhook_secret": "whsec_test_secret",
         "sms_provider": "twilio", "twilio_account_sid": "AC" + "1" * 32, "twilio_auth_token": "tok", "twilio_from_number": "+15005550006",
         "twilio_api_base": twilio_url, "email_provider": "resend", "resend_api_key": "re_test", "resend_api_url": resend_url,
+        "resend_webhook_secret": "whsec_" + base64.b64encode(b"brigade-test-svix-secret").decode(),
     })
 
 

@@ -22,3 +22,7 @@ select app.sms_opt(%(phone)s::text, %(opt_in)s::boolean) as customers
 -- record_delivery_status --
 -- A provider's delivery report for a message it sent.
 select app.record_delivery_status(%(provider)s::text, %(message_id)s::text, %(status)s::text) as updated
+
+-- record_email_event --
+-- One of Resend's webhook events for an email it sent.
+select app.record_email_event(%(message_id)s::text, %(type)s::text) as updated

@@ -586,6 +586,39 @@ $$;
 revoke all on function app.record_delivery_status(text, text, text) from public;
 grant execute on function app.record_delivery_status(text, text, text) to service_role;
 
+/** Resend's email events: delivered moves the notification forward; a bounce fails it and a spam
+    complaint stays delivered, and both suppress the address for the business that sent it. */
+create function app.record_email_event(p_message_id text, p_type text) returns integer
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_note record;
+  v_count integer := 0;
+begin
+  if p_type = 'email.delivered' then
+    return app.record_delivery_status('resend', p_message_id, 'delivered');
+  elsif p_type not in ('email.bounced', 'email.complained') then
+    return 0;
+  end if;
+  for v_note in
+    select n.business_id, lower(n.recipient) as address from public.notification_log n
+    where n.provider = 'resend' and n.provider_message_id = p_message_id and n.channel = 'email'
+  loop
+    insert into public.marketing_suppressions (business_id, channel, address, reason)
+    values (v_note.business_id, 'email', v_note.address, case p_type when 'email.bounced' then 'bounce' else 'complaint' end)
+    on conflict do nothing;
+    v_count := v_count + 1;
+  end loop;
+  if p_type = 'email.bounced' then
+    perform app.record_delivery_status('resend', p_message_id, 'failed');
+  end if;
+  return v_count;
+end
+$$;
+revoke all on function app.record_email_event(text, text) from public;
+grant execute on function app.record_email_event(text, text) to service_role;
+
 -- section triggers
 
 /** Orders: attribution when paid (the latest send to the customer whose window holds the order's

@@ -6,7 +6,9 @@ shows against the automation."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -17,6 +19,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from brigade.auth import Claims
+from functions.resend_webhook import svix_signature
 from tests.campaigns_kit import automation, customer, enable, make_due, queued, sends
 from tests.conftest import Api
 from tests.ordering_fixtures import Outside
@@ -187,3 +190,61 @@ def test_win_back_delivery_report_and_revenue_against_the_automation(api: Api, c
                    "where id = %s", (rule,))
     assert perf == [{"sends": 1, "delivered": 1, "orders": 1, "revenue_cents": order["total_cents"],
                      "message_cost_cents": pytest.approx(outside.settings.sms_cost_cents)}]
+
+
+def test_a_scheduled_campaign_goes_out_at_its_time_to_the_reachable_members(api: Api, conn: psycopg.Connection[dict[str, Any]], shop: Menu,
+                                                                             outside: Outside) -> None:
+    b = shop.tenant.business_id
+    yes = [customer(api, conn, shop, name=f"Yara {i}") for i in range(2)]
+    customer(api, conn, shop, name="Nora No", consent=())
+    seg = conn.execute("insert into public.segments (business_id, venue_id, key, name, criteria) values (%s, %s, 'regulars', 'Regulars', %s) "
+                       "returning id", (b, shop.venue_id, json.dumps({"field": "total_orders", "op": "gte", "value": 1}))).fetchone()["id"]  # type: ignore[index]
+    manager = shop.tenant.claims("manager")
+    api.run(manager, "select public.recompute_segment(%s)", (seg,))
+    campaign = api.run(manager, "insert into public.campaigns (business_id, name, segment_id, channel, body) values (%s, 'Soup season', %s, 'sms', "
+                       "'{{first_name}}, soup is back at {{venue_name}}') returning id", (b, seg))[0]["id"]
+    api.run(manager, "select public.schedule_campaign(%s, now() + interval '3 hours')", (campaign,))
+    drain(outside)
+    assert texts(outside) == [], "not before its time"
+    conn.execute("update public.campaigns set scheduled_at = now() where id = %s", (campaign,))
+    conn.execute("update pgmq.q_brigade_events set vt = now() where message->>'topic' = 'campaign.due'")
+    drain(outside)
+    got = sorted(m["To"] for m in texts(outside))
+    assert got == sorted(phone_of(conn, c) for c in yes)
+    assert all(m["Body"].startswith(("Yara, soup is back at Main")) for m in texts(outside))
+    row = api.run(manager, "select status, recipients from public.campaigns where id = %s", (campaign,))[0]
+    perf = api.run(manager, "select sends, skipped from public.campaign_performance where id = %s", (campaign,))[0]
+    assert row["status"] == "sent" and row["recipients"] == 3 and perf == {"sends": 2, "skipped": 1}
+
+
+def test_resend_events_mark_delivery_and_suppress_bounces(api: Api, conn: psycopg.Connection[dict[str, Any]], shop: Menu, outside: Outside) -> None:
+    b = shop.tenant.business_id
+    cid = customer(api, conn, shop, name="Bea Bounce", days_ago=35)
+    rule = automation(conn, b, channel="email", body="Come back")
+    conn.execute("select app.evaluate_dormant_automations(%s)", (b,))
+    drain(outside)
+    [row] = sends(conn, b, automation_id=rule)
+    email_id = conn.execute("select provider_message_id from public.notification_log where id = %s", (row["notification_id"],)).fetchone()["provider_message_id"]  # type: ignore[index]
+
+    def post(kind: str, *, secret: str | None = None, stamp: int | None = None) -> httpx.Response:
+        body = json.dumps({"type": kind, "created_at": "2026-11-22T00:00:00Z", "data": {"email_id": email_id, "to": ["x"]}}).encode()
+        ts = str(stamp if stamp is not None else int(time.time()))
+        sig = svix_signature(secret or outside.settings.resend_webhook_secret, "msg_1", ts, body)
+        return httpx.post(f"{outside.functions.url}/functions/v1/resend-webhook", content=body,
+                          headers={"svix-id": "msg_1", "svix-timestamp": ts, "svix-signature": f"v1,bogus {sig}"})
+
+    assert post("email.delivered", secret="whsec_" + base64.b64encode(b"another").decode()).status_code == 403
+    assert post("email.delivered", stamp=int(time.time()) - 600).status_code == 403, "outside the 5-minute tolerance"
+    assert post("email.delivered").json() == {"type": "email.delivered", "updated": 1}
+    assert post("email.delivered").json()["updated"] == 0, "a repeat changes nothing"
+    assert post("email.opened").json()["updated"] == 0
+    assert post("email.bounced").json()["updated"] == 1
+    email = conn.execute("select email from public.customers where id = %s", (cid,)).fetchone()["email"]  # type: ignore[index]
+    assert conn.execute("select reason from public.marketing_suppressions where business_id = %s and channel = 'email' and address = %s",
+                        (b, email.lower())).fetchall() == [{"reason": "bounce"}]
+    assert conn.execute("select status from public.notification_log where id = %s", (row["notification_id"],)).fetchone() == {"status": "delivered"}
+    # the next rule's email is suppressed at send time
+    again = automation(conn, b, name="Again", channel="email", body="Still here")
+    conn.execute("select app.evaluate_dormant_automations(%s)", (b,))
+    drain(outside)
+    assert [(s["status"], s["skip_reason"]) for s in sends(conn, b, automation_id=again)] == [("skipped", "suppressed")]
