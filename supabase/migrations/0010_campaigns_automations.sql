@@ -723,17 +723,8 @@ $$;
 create trigger stock_items_campaigns after update of quantity on public.stock_items
   for each row execute function app.tg_stock_items_campaigns();
 
-create function app.tg_campaigns_touch() returns trigger
-language plpgsql
-set search_path = ''
-as $$
-begin
-  new.updated_at := now();
-  return new;
-end
-$$;
-create trigger automations_touch before update on public.automations for each row execute function app.tg_campaigns_touch();
-create trigger campaigns_touch before update on public.campaigns for each row execute function app.tg_campaigns_touch();
+create trigger automations_touch before update on public.automations for each row execute function app.tg_touch_updated_at();
+create trigger campaigns_touch before update on public.campaigns for each row execute function app.tg_touch_updated_at();
 
 -- section views
 
@@ -862,8 +853,9 @@ $$;
 revoke all on function public.campaign_preview(uuid, text, uuid) from public;
 grant execute on function public.campaign_preview(uuid, text, uuid) to authenticated, service_role;
 
-/** Schedules a draft (or re-schedules a scheduled) campaign: `campaign.due` fires at the time. */
-create function app.schedule_campaign(p_campaign_id uuid, p_at timestamptz) returns jsonb
+/** The caller's campaign, locked, while it can still change (draft or scheduled): PT404 when it is
+    not a campaign of a business they market for (or the module is off), BR351 once sent or cancelled. */
+create function app.lock_editable_campaign(p_campaign_id uuid) returns public.campaigns
 language plpgsql volatile security definer
 set search_path = ''
 as $$
@@ -878,6 +870,20 @@ begin
   if v_campaign.status not in ('draft', 'scheduled') then
     perform app.fail('BR351', 'campaign_not_editable', 'the campaign was already sent or cancelled');
   end if;
+  return v_campaign;
+end
+$$;
+revoke all on function app.lock_editable_campaign(uuid) from public;
+grant execute on function app.lock_editable_campaign(uuid) to authenticated, service_role;
+
+/** Schedules a draft (or re-schedules a scheduled) campaign: `campaign.due` fires at the time. */
+create function app.schedule_campaign(p_campaign_id uuid, p_at timestamptz) returns jsonb
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_campaign public.campaigns := app.lock_editable_campaign(p_campaign_id);
+begin
   if p_at is null or p_at < now() - interval '1 minute' then
     perform app.fail('BR352', 'scheduled_in_past', 'the campaign needs a time that has not passed');
   end if;
@@ -906,16 +912,8 @@ language plpgsql volatile security definer
 set search_path = ''
 as $$
 declare
-  v_campaign public.campaigns;
+  v_campaign public.campaigns := app.lock_editable_campaign(p_campaign_id);
 begin
-  select c.* into v_campaign from public.campaigns c where c.id = p_campaign_id for update;
-  if v_campaign.id is null or not app.module_enabled(v_campaign.business_id, 'campaigns')
-     or not (v_campaign.business_id in (select app.my_business_ids('{owner,manager}')) or app.is_platform_or_service()) then
-    perform app.fail('PT404', 'campaign_not_found', 'no such campaign');
-  end if;
-  if v_campaign.status not in ('draft', 'scheduled') then
-    perform app.fail('BR351', 'campaign_not_editable', 'the campaign was already sent or cancelled');
-  end if;
   update public.campaigns set status = 'cancelled' where business_id = v_campaign.business_id and id = v_campaign.id;
 end
 $$;
