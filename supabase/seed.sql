@@ -121,3 +121,14 @@ insert into public.recipe_lines (business_id, id, product_id, variant_id, modifi
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1010', '00000000-0000-4000-8000-0000000d0004', null, null, 'avocado', 1),
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1011', '00000000-0000-4000-8000-0000000d0004', null, null, 'sourdough', 2)
 on conflict do nothing;
+
+-- ---- voice (issue 7): the demo Twilio numbers and a welcome top-up of voice credits ----
+insert into public.voice_numbers (business_id, id, venue_id, phone_number) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000b7001', '00000000-0000-4000-8000-000000000101', '+12125550150'),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000b7002', '00000000-0000-4000-8000-000000000102', '+12125550151')
+on conflict do nothing;
+
+insert into public.credit_transactions (business_id, kind, credits, reason, idempotency_key)
+values ('00000000-0000-4000-8000-000000000001', 'top_up', 1000, 'welcome credits (seed)', 'seed:welcome')
+on conflict on constraint credit_transactions_business_key do nothing;
+-- ---- end voice ----

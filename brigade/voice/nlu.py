@@ -483,8 +483,12 @@ class LlmUnderstander:
 def best(options: Any, name: str, threshold: float = 0.8) -> Any:
     """The option whose name is closest to `name`, if close enough."""
     scored = [(similarity(name.lower().strip(), o.name.lower()), o) for o in options]
-    scored = [s for s in scored if s[0] >= threshold]
-    return max(scored, key=lambda s: s[0])[1] if scored else None
+    good = [s for s in scored if s[0] >= threshold]
+    if good:
+        return max(good, key=lambda s: s[0])[1]
+    said = name.lower().strip()
+    containing = [o for o in options if said and said in o.name.lower().split()]  # "oat" for "Oat milk"
+    return containing[0] if len(containing) == 1 else None
 
 
 def understander_from_settings(settings: Settings) -> Understander:

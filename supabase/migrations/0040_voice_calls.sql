@@ -333,7 +333,7 @@ grant execute on function app.voice_end_call(text, text, integer) to service_rol
 
 /** Adds credits to a business (a top-up or a plan's included credits; negative: an adjustment).
     With a key, the same grant applied twice counts once. Returns the new balance. For the platform
-    operator and the service (billing calls it); raises 42501 otherwise, BR402 for 0 credits, BR401
+    operator, the service and direct database sessions (billing calls it); raises 42501 otherwise, BR402 for 0 credits, BR401
     when an adjustment would take the balance below zero. */
 create function app.grant_voice_credits(p_business_id uuid, p_credits integer, p_reason text, p_key text default null)
 returns integer
@@ -341,7 +341,8 @@ language plpgsql volatile security definer
 set search_path = ''
 as $$
 begin
-  if not app.is_platform_or_service() then
+  -- a direct database session (no JWT claims: the seed, a migration, psql) is trusted like the service
+  if not (app.is_platform_or_service() or coalesce(nullif(current_setting('request.jwt.claims', true), ''), '{}') = '{}') then
     perform app.fail('42501', 'operator_only', 'only the platform operator grants voice credits');
   end if;
   if coalesce(p_credits, 0) = 0 then
@@ -380,23 +381,36 @@ begin
 end
 $$;
 
-/** Applies a ledger row to the balance (row-locked upsert) and stamps balance_after. Only a call's
-    burn may take the balance below zero (the minutes were already spoken; the next call forwards). */
-create function app.tg_credit_transactions_apply() returns trigger
+/** Stamps balance_after on a ledger row about to be written, with the balance row locked until the
+    transaction ends. Only a call's burn may take the balance below zero (the minutes were already
+    spoken; the next call forwards). The balance itself moves in the AFTER trigger: a BEFORE trigger
+    also fires for a row that ON CONFLICT DO NOTHING then skips. */
+create function app.tg_credit_transactions_stamp() returns trigger
 language plpgsql security definer
 set search_path = ''
 as $$
 declare
   v_balance integer;
 begin
-  insert into public.voice_credit_balances as b (business_id, balance) values (new.business_id, new.credits)
-  on conflict (business_id) do update set balance = b.balance + excluded.balance, updated_at = now()
-  returning b.balance into v_balance;
-  if v_balance < 0 and new.kind <> 'call' then
-    perform app.fail('BR401', 'insufficient_credits', format('the balance would be %s credits', v_balance));
+  insert into public.voice_credit_balances (business_id, balance) values (new.business_id, 0) on conflict (business_id) do nothing;
+  select b.balance into v_balance from public.voice_credit_balances b where b.business_id = new.business_id for update;
+  new.balance_after := v_balance + new.credits;
+  if new.balance_after < 0 and new.kind <> 'call' then
+    perform app.fail('BR401', 'insufficient_credits', format('the balance would be %s credits', new.balance_after));
   end if;
-  new.balance_after := v_balance;
   return new;
+end
+$$;
+
+/** Applies a written ledger row to the business's balance. */
+create function app.tg_credit_transactions_apply() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+begin
+  update public.voice_credit_balances set balance = balance + new.credits, updated_at = now()
+  where business_id = new.business_id;
+  return null;
 end
 $$;
 
@@ -419,7 +433,9 @@ $$;
 
 create trigger voice_numbers_unique before insert or update of phone_number on public.voice_numbers
   for each row execute function app.tg_voice_numbers_unique();
-create trigger credit_transactions_apply before insert on public.credit_transactions
+create trigger credit_transactions_stamp before insert on public.credit_transactions
+  for each row execute function app.tg_credit_transactions_stamp();
+create trigger credit_transactions_apply after insert on public.credit_transactions
   for each row execute function app.tg_credit_transactions_apply();
 create trigger credit_transactions_append_only before update or delete on public.credit_transactions
   for each row execute function app.tg_append_only();
