@@ -272,9 +272,6 @@ class Conversation:
             return self.said(Reply(["No problem, let's start again. What would you like?"]))
         return self.miss()
 
-    async def on_closed(self, u: Understanding) -> Reply:  # a step kept for old rows; behaves as intent
-        return await self.on_intent(u)
-
     # -- pieces
 
     def prompt(self) -> str:

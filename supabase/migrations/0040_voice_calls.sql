@@ -33,7 +33,7 @@ create table public.calls (
   status text not null default 'in_progress' constraint calls_status_valid check (status in ('in_progress', 'completed')),
   twilio_status text,
   step text not null default 'intent'
-    constraint calls_step_valid check (step in ('intent', 'items', 'fulfilment', 'address', 'confirm', 'closed', 'done')),
+    constraint calls_step_valid check (step in ('intent', 'items', 'fulfilment', 'address', 'confirm', 'done')),
   intent text constraint calls_intent_valid check (intent in ('order', 'status', 'human', 'unknown')),
   outcome text constraint calls_outcome_valid
     check (outcome in ('ordered', 'status_given', 'handed_off', 'abandoned', 'forwarded', 'closed')),

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
+from twilio.request_validator import RequestValidator
 
 from brigade.auth import Claims
 from brigade.migrate import apply_seed
@@ -322,7 +323,6 @@ def test_a_bad_signature_gets_403_and_changes_nothing(conn: Conn, line: Line) ->
     assert call.post(url, params, signature="bm90IGEgc2lnbmF0dXJl").status_code == 403
     assert call.post(url, params, signature="").status_code == 403
     # signed for another URL (the query is part of what Twilio signs)
-    from twilio.request_validator import RequestValidator
     other = RequestValidator(line.outside.settings.twilio_auth_token).compute_signature(url + "?x=1", params)
     r = call.post(url, params, signature=other)
     assert r.status_code == 403 and r.json()["error"] == "bad_signature"
@@ -358,3 +358,38 @@ def test_malformed_input_is_a_4xx(conn: Conn, line: Line) -> None:
     assert r.status_code == 400
     r = call.post(url, {"CallSid": call.sid, "CallStatus": "completed", "CallDuration": "10"})
     assert r.status_code == 404, "a call this number never had"
+
+
+def test_the_merchant_sees_each_call_with_its_transcript_outcome_and_cost(conn: Conn, api: Api, line: Line) -> None:
+    call = line.call()
+    call.dial()
+    call.say("put me through to someone")
+    call.status("completed", 125)
+    owner = Claims.user("00000000-0000-4000-8000-00000000a001")
+    [row] = api.run(owner, "select * from public.voice_call_log where call_id = %s", (call_row(conn, call)["id"],))
+    assert (row["intent"], row["outcome"], row["credits_charged"], row["duration_seconds"]) == ("human", "handed_off", 30, 125)
+    assert [t["role"] for t in row["turns"]] == ["agent", "caller", "agent"] and "someone" in row["turns"][1]["text"]
+    [ledger] = api.run(owner, "select credits, balance_after from public.credit_transactions where kind = 'call'")
+    assert ledger == {"credits": -30, "balance_after": 970}
+    assert api.run(owner, "select balance from public.voice_credit_balances") == [{"balance": 970}]
+    staff = Claims.user("00000000-0000-4000-8000-00000000a003")  # Downtown only: the call rang Downtown
+    assert len(api.run(staff, "select call_id from public.voice_call_log")) == 1
+    assert api.run(staff, "select count(*) as n from public.credit_transactions") == [{"n": 0}], "money is for managers"
+    conn.execute("select app.set_business_module(%s, 'voice', false)", (DEMO_BUSINESS,))
+    assert api.run(owner, "select call_id from public.voice_call_log") == [], "a switched-off module's calls are hidden"
+
+
+def test_behind_a_proxy_the_public_url_is_what_is_signed(conn: Conn, factory: Factory, outside: Outside) -> None:
+    apply_seed(conn)
+    settings = outside.settings.model_copy(update={"public_url": "https://voice.brigade.example"})
+    with ServerThread(create_app(settings)) as server:
+        call = Call(server.url, settings.twilio_auth_token, settings.twilio_account_sid)
+        params = {"CallSid": call.sid, "From": CALLER, "To": DOWNTOWN_NUMBER, "CallStatus": "ringing"}
+        public = "https://voice.brigade.example/functions/v1/twilio-voice?number=main"
+        sig = RequestValidator(settings.twilio_auth_token).compute_signature(public, params)
+        r = httpx.post(f"{server.url}/functions/v1/twilio-voice?number=main", data=params, headers={"X-Twilio-Signature": sig})
+        assert r.status_code == 200, r.text
+        assert 'action="https://voice.brigade.example/functions/v1/twilio-voice/gather"' in r.text
+        local = RequestValidator(settings.twilio_auth_token).compute_signature(f"{server.url}/functions/v1/twilio-voice?number=main", params)
+        r = httpx.post(f"{server.url}/functions/v1/twilio-voice?number=main", data=params, headers={"X-Twilio-Signature": local})
+        assert r.status_code == 403, "a signature over the internal URL is not Twilio's"
