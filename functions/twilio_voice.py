@@ -187,10 +187,10 @@ class Conversation:
         if not self.state.get("open"):
             return self.said(Reply([hello, "We're closed right now, so I can't take an order, but I can check on an order "
                                            "or put you through to the team. How can I help?"]))
-        usual = self.caller.get("usual")
+        usual = self.usual_line(self.caller["usual"]) if self.caller.get("usual") else None
         if usual:
-            return self.said(Reply([hello, f"Would you like your usual, {self.usual_line(usual).spoken() if self.usual_line(usual) else usual['name']}, "
-                                           "or something else? You can also check on an order or speak to someone."]))
+            return self.said(Reply([hello, f"Would you like your usual, {usual.spoken()}, or something else? "
+                                           "You can also check on an order or speak to someone."]))
         return self.said(Reply([hello, PROMPTS["intent"]]))
 
     async def turn(self, speech: str, confidence: float | None, understander: Any) -> Reply:

@@ -3,6 +3,7 @@ kept by triggers, append-only rows, overdraft only by a call's own burn, numbers
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Any
 
@@ -104,3 +105,18 @@ def test_a_number_rings_one_business(conn: Conn, factory: Factory, shop: Tenant)
                      (other.business_id, other.venues[0]))
     assert exc.value.sqlstate == "BR403"
     assert conn.execute("select app.voice_start_call(%s, '+14155550100', '+15559999999') as r", (sid(),)).fetchone() == {"r": None}
+
+
+def test_each_turn_finds_its_call_and_number_by_index(conn: Conn, shop: Tenant) -> None:
+    conn.execute("insert into public.calls (business_id, venue_id, call_sid, from_number, to_number) "
+                 "select %s, %s, 'CA' || md5(g::text), '+1415555' || lpad(g::text, 4, '0'), '+15550001111' "
+                 "from generate_series(1, 5000) g", (shop.business_id, shop.venues[0]))
+    conn.execute("insert into public.voice_numbers (business_id, venue_id, phone_number) "
+                 "select %s, %s, '+1666' || lpad(g::text, 7, '0') from generate_series(1, 3000) g", (shop.business_id, shop.venues[0]))
+    conn.execute("analyze public.calls")
+    conn.execute("analyze public.voice_numbers")
+    for query, index in (("select c.* from public.calls c where c.call_sid = 'CA' || md5('42') limit 1 for update", "calls_sid_idx"),
+                         ("select n.* from public.voice_numbers n where n.phone_number = '+15550001111' and n.is_active limit 1",
+                          "voice_numbers_phone_idx")):
+        row = conn.execute("explain (format json) " + query).fetchone()
+        assert row is not None and index in json.dumps(row["QUERY PLAN"]), row
