@@ -95,7 +95,7 @@ def accuracy(menu: Menu, fake_llm_url: str) -> tuple[str, dict[str, float]]:
     lines.append(f"Per utterance: rules p50 {percentile(rule_ms, 50):.2f} ms, p99 {percentile(rule_ms, 99):.2f} ms; LLM backend "
                  f"round trip to a local fake endpoint p50 {percentile(llm_ms, 50):.2f} ms, p99 {percentile(llm_ms, 99):.2f} ms "
                  f"({percentile(llm_ms, 50) / max(percentile(rule_ms, 50), 1e-6):.0f}× the rules, before any model time). "
-                 "The fake answers with the rules' reading, so the LLM's own accuracy is not measured here.")
+                 "The fake (Python's http.server) answers with the rules' reading, so this is plumbing cost only: a model's own latency and accuracy are not measured here.")
     lines.append("")
     lines.append("Misread: " + "; ".join(misses) if misses else "Misread: none.")
     return "\n".join(lines), summary

@@ -18,6 +18,8 @@ from tests.conftest import Factory, ServerThread
 def test_voice_demo_places_a_phone_order_with_the_log_providers(conn: psycopg.Connection[dict[str, Any]], factory: Factory,
                                                                  settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     apply_seed(conn)
+    apply_seed(conn)  # the seed is idempotent: the welcome credits are granted once
+    assert conn.execute("select balance from public.voice_credit_balances").fetchall() == [{"balance": 1000}]
     local = settings.model_copy(update={"twilio_auth_token": "local-token"})
     with ServerThread(create_app(local)) as server:
         assert demo.run(local.model_copy(update={"functions_port": server.port})) == 0
