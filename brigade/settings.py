@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     voice_cost_cents_per_minute: float = 1.4
     email_cost_cents: float = 0.0
 
+    # Voice agent (issue 7): "rules" (offline) or "llm" (an OpenAI-compatible chat endpoint with tool calls).
+    voice_nlu_backend: str = "rules"
+    voice_llm_base_url: str = ""
+    voice_llm_api_key: str = ""
+    voice_llm_model: str = "gpt-4o-mini"
+    voice_llm_timeout: float = 8.0
+    voice_min_confidence: float = 0.3
+
     log_format: str = "text"
 
     @classmethod

@@ -17,7 +17,8 @@ from brigade.db import open_pool
 from brigade.errors import BrigadeError
 from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
-from functions import admin, checkout, consent, health, refund, resend_webhook, stripe_webhook, twilio_sms
+from functions import (admin, checkout, consent, health, refund, resend_webhook, stripe_webhook, twilio_sms,
+                       twilio_voice)
 
 log = logging.getLogger("brigade.functions")
 PREFIX = "/functions/v1"
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
                                    "path": request.url.path, "status": response.status_code})
         return response
 
-    for router in (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router, twilio_sms.router, resend_webhook.router, *(extra_routers or [])):
+    routers = (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
+               twilio_sms.router, resend_webhook.router, twilio_voice.router)
+    for router in (*routers, *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app

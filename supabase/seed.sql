@@ -140,3 +140,14 @@ insert into public.automations (business_id, id, name, trigger, dormant_days, ch
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0002', 'Happy birthday', 'customer.birthday', 30, 'email',
    'Happy birthday, {{first_name}}!', 'Your next latte at {{business_name}} is on us this week.', null, '21:00', '08:00', 1, 30, null)
 on conflict do nothing;
+
+-- ---- voice (issue 7): the demo Twilio numbers and a welcome top-up of voice credits ----
+insert into public.voice_numbers (business_id, id, venue_id, phone_number) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000b7001', '00000000-0000-4000-8000-000000000101', '+12125550150'),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000b7002', '00000000-0000-4000-8000-000000000102', '+12125550151')
+on conflict do nothing;
+
+insert into public.credit_transactions (business_id, kind, credits, reason, idempotency_key)
+values ('00000000-0000-4000-8000-000000000001', 'top_up', 1000, 'welcome credits (seed)', 'seed:welcome')
+on conflict on constraint credit_transactions_business_key do nothing;
+-- ---- end voice ----

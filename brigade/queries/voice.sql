@@ -1,0 +1,15 @@
+-- voice_save_call --
+-- Write a call's conversation state after a turn (the row is locked by app.voice_load_call).
+update public.calls set step = %(step)s, intent = coalesce(%(intent)s, intent), outcome = coalesce(%(outcome)s, outcome),
+  forward_reason = coalesce(%(forward_reason)s, forward_reason), cart = %(cart)s, fulfilment = %(fulfilment)s,
+  delivery_address = %(delivery_address)s, turns = turns || %(turns)s, misses = %(misses)s, silences = %(silences)s,
+  order_id = coalesce(%(order_id)s, order_id), nlu_backend = coalesce(%(nlu_backend)s, nlu_backend)
+where business_id = %(business_id)s and id = %(call_id)s
+
+-- voice_record_sms --
+-- The payment-link SMS a phone order sent, in the notification log (once per order and number).
+insert into public.notification_log (business_id, event_key, channel, recipient, template, status, provider,
+  provider_message_id, cost_cents, order_id, venue_id, detail, error, sent_at)
+values (%(business_id)s, 'voice.payment_link:' || %(order_id)s::text, 'sms', %(recipient)s, 'payment_link', %(status)s, %(provider)s,
+  %(message_id)s, %(cost)s, %(order_id)s::uuid, %(venue_id)s, %(detail)s, %(error)s, case when %(status)s::text = 'sent' then now() end)
+on conflict on constraint notification_log_natural_key do nothing

@@ -1,0 +1,544 @@
+"""POST /functions/v1/twilio-voice (+ /gather, /status): the AI voice agent on a venue's Twilio number.
+
+Every request is verified with X-Twilio-Signature over the exact public URL (query included) and the
+POST parameters (403 and no change otherwise). The call's state lives in `calls` (locked for a turn),
+so any instance answers any turn. A turn is one transaction: understand the speech (rules or an LLM,
+`brigade.voice.nlu`), move the conversation, and answer TwiML: `<Gather input="speech">` with an
+explicit action and a `<Redirect>` fallback when nothing is heard, `<Dial>` to the venue for a
+hand-off (and for calls the agent must not take: voice module off, no credits), or `<Hangup>`.
+
+An order goes through `place_order` (channel `phone`), its Stripe Checkout Session is made the way
+the checkout function makes one, and the link is texted through the SMS provider. Twilio's final
+status callback burns the call's credits once per call SID (app.voice_end_call).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+import psycopg
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from twilio.request_validator import RequestValidator
+from twilio.twiml.voice_response import Gather, VoiceResponse
+
+from brigade import queries
+from brigade.auth import Claims
+from brigade.db import transaction_as
+from brigade.errors import Forbidden, InvalidInput, NotFound, wrap_exceptions
+from brigade.providers import ProviderError, Providers, session_expiry
+from brigade.settings import Settings
+from brigade.voice.nlu import Line, Menu, Understanding, join_words, understander_from_settings
+from functions.checkout import CheckoutRequest, session_params
+from functions.deps import get_pool, get_providers, get_settings
+
+log = logging.getLogger("brigade.functions.voice")
+router = APIRouter()
+
+CALL_SID = re.compile(r"^CA[0-9a-zA-Z]{32}$")
+FINAL = ("completed", "busy", "no-answer", "failed", "canceled")
+PROMPTS = {
+    "intent": "Would you like to place an order, check on an order, or speak to someone?",
+    "items": "What would you like?",
+    "fulfilment": "Is that for pickup or delivery?",
+    "address": "What is the delivery address?",
+    "confirm": "Shall I place the order?",
+}
+STATUS_WORDS = {"accepted": "has been accepted", "preparing": "is being prepared", "ready": "is ready",
+                "completed": "has been completed", "cancelled": "was cancelled"}
+MAX_MISSES = 3
+MAX_SILENCES = 2
+
+
+# ---- verification --------------------------------------------------------------------------------
+
+def public_url(request: Request, settings: Settings) -> str:
+    """The URL Twilio called, as Twilio saw it (behind a proxy: settings.public_url + path + query)."""
+    if not settings.public_url:
+        return str(request.url)
+    url = settings.public_url.rstrip("/") + request.url.path
+    return url + ("?" + request.url.query if request.url.query else "")
+
+
+def action_url(request: Request, settings: Settings, name: str) -> str:
+    base = settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
+    return f"{base}/functions/v1/twilio-voice/{name}"
+
+
+async def twilio_params(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, str]:
+    """The form Twilio posted, if its signature holds for the exact public URL; 403 otherwise."""
+    try:
+        params = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("body is not UTF-8", hint="invalid_body") from exc
+    signature = request.headers.get("x-twilio-signature", "")
+    if not signature or not settings.twilio_auth_token or \
+            not RequestValidator(settings.twilio_auth_token).validate(public_url(request, settings), params, signature):
+        raise Forbidden("Twilio signature does not match", hint="bad_signature")
+    return params
+
+
+def call_sid(params: dict[str, str]) -> str:
+    sid = params.get("CallSid", "")
+    if not CALL_SID.match(sid):
+        raise InvalidInput("CallSid is missing or malformed", hint="invalid_call_sid")
+    return sid
+
+
+# ---- TwiML ---------------------------------------------------------------------------------------
+
+@dataclass
+class Reply:
+    say: list[str]
+    then: str = "gather"            # gather | dial | hangup
+    dial: str | None = None
+
+
+def render(reply: Reply, gather_url: str, hints: str) -> Response:
+    vr = VoiceResponse()
+    if reply.then == "gather":
+        g = Gather(input="speech", action=gather_url, method="POST", speech_timeout="auto", language="en-US",
+                   hints=hints or None)
+        for text in reply.say:
+            g.say(text)
+        vr.append(g)
+        vr.redirect(gather_url, method="POST")  # nothing heard: Twilio runs the next verb
+    else:
+        for text in reply.say:
+            vr.say(text)
+        if reply.then == "dial" and reply.dial:
+            vr.dial(reply.dial)
+        else:
+            vr.hangup()
+    return Response(str(vr), media_type="application/xml")
+
+
+def money(cents: int, currency: str) -> str:
+    amount = f"{cents / 100:.2f}"
+    return {"USD": f"${amount}", "EUR": f"€{amount}", "GBP": f"£{amount}"}.get(currency.upper(), f"{amount} {currency}")
+
+
+# ---- the conversation ----------------------------------------------------------------------------
+
+@dataclass
+class Conversation:
+    """One turn of a call: reads the state app.voice_load_call returned, moves it, says what to say."""
+
+    state: dict[str, Any]
+    conn: psycopg.AsyncConnection[Any]
+    settings: Settings
+    providers: Providers
+    menu: Menu
+    step: str = "intent"
+    cart: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    intent: str | None = None
+    outcome: str | None = None
+    forward_reason: str | None = None
+    fulfilment: str | None = None
+    address: dict[str, Any] | None = None
+    misses: int = 0
+    silences: int = 0
+    order_id: str | None = None
+    backend: str | None = None
+
+    @classmethod
+    def load(cls, state: dict[str, Any], conn: Any, settings: Settings, providers: Providers) -> "Conversation":
+        return cls(state, conn, settings, providers, Menu.from_json(state.get("menu") or []), step=state["step"],
+                   cart=list(state.get("cart") or []), intent=state.get("intent"), fulfilment=state.get("fulfilment"),
+                   address=state.get("delivery_address"), misses=state["misses"], silences=state["silences"])
+
+    @property
+    def caller(self) -> dict[str, Any]:
+        return self.state.get("caller") or {}
+
+    def heard(self, text: str, confidence: float | None) -> None:
+        self.turns.append({"role": "caller", "text": text, "confidence": confidence})
+
+    def said(self, reply: Reply) -> Reply:
+        self.turns.append({"role": "agent", "text": " ".join(reply.say), "then": reply.then})
+        return reply
+
+    def end(self, outcome: str) -> None:
+        if self.outcome is None and self.state.get("outcome") is None:
+            self.outcome = outcome
+        self.step = "done"
+
+    async def save(self) -> None:
+        await self.conn.execute(queries.get("voice_save_call"), {
+            "business_id": self.state["business_id"], "call_id": self.state["call_id"], "step": self.step,
+            "intent": self.intent, "outcome": self.outcome, "forward_reason": self.forward_reason, "cart": Jsonb(self.cart),
+            "fulfilment": self.fulfilment, "delivery_address": Jsonb(self.address) if self.address else None,
+            "turns": Jsonb(self.turns), "misses": self.misses, "silences": self.silences, "order_id": self.order_id,
+            "nlu_backend": self.backend})
+
+    # -- entry points
+
+    def greet(self) -> Reply:
+        name = (self.caller.get("name") or "").split(" ")[0]
+        hello = f"Hi {name}, thanks for calling {self.state['venue_name']}." if name else \
+            f"Thanks for calling {self.state['venue_name']}."
+        if not self.state.get("open"):
+            return self.said(Reply([hello, "We're closed right now, so I can't take an order, but I can check on an order "
+                                           "or put you through to the team. How can I help?"]))
+        usual = self.usual_line(self.caller["usual"]) if self.caller.get("usual") else None
+        if usual:
+            return self.said(Reply([hello, f"Would you like your usual, {usual.spoken()}, or something else? "
+                                           "You can also check on an order or speak to someone."]))
+        return self.said(Reply([hello, PROMPTS["intent"]]))
+
+    async def turn(self, speech: str, confidence: float | None, understander: Any) -> Reply:
+        if self.state["status"] == "completed" or self.step == "done":
+            return Reply(["Goodbye."], "hangup")
+        if not self.state.get("module_enabled"):
+            return self.forward("module_disabled")
+        speech = speech.strip()
+        if not speech:
+            self.silences += 1
+            if self.silences >= MAX_SILENCES:
+                self.end("abandoned")
+                return self.said(Reply(["Sorry, I can't hear you. Please call again. Goodbye."], "hangup"))
+            return self.said(Reply(["Sorry, I didn't hear anything.", self.prompt()]))
+        self.silences = 0
+        self.heard(speech, confidence)
+        if confidence is not None and confidence < self.settings.voice_min_confidence:
+            return self.miss()
+        u: Understanding = await understander.understand(speech, self.menu, self.step)
+        self.backend = u.backend
+        self.turns[-1]["understood"] = {"intent": u.intent, "items": [line.spoken() for line in u.items],
+                                        "unknown_items": u.unknown_items}
+        if u.intent == "human":
+            self.intent = self.intent or "human"
+            return self.hand_off("Of course, let me put you through to the team.")
+        return await getattr(self, f"on_{self.step}")(u)
+
+    # -- steps
+
+    async def on_intent(self, u: Understanding) -> Reply:
+        if u.intent == "status":
+            return await self.status()
+        accept_usual = bool(self.caller.get("usual")) and u.affirm is True and not u.items
+        if u.intent == "order" or accept_usual or u.usual:
+            self.intent = "order"
+            if not self.state.get("open"):
+                self.end("closed")
+                return self.said(Reply(["Sorry, we're closed right now, so I can't take an order. "
+                                         "Please call again when we're open. Goodbye."], "hangup"))
+            return self.take_items(u, usual=accept_usual or u.usual)
+        return self.miss()
+
+    async def on_items(self, u: Understanding) -> Reply:
+        if u.intent == "status":
+            return await self.status()
+        if u.items or u.unknown_items or u.usual:
+            return self.take_items(u, usual=u.usual)
+        if u.done or u.affirm is False:
+            if self.cart:
+                return await self.after_items()
+            return self.said(Reply(["What would you like to order?"]))
+        if u.affirm is True:
+            return self.said(Reply(["Sure, what else would you like?"]))
+        return self.miss()
+
+    async def on_fulfilment(self, u: Understanding) -> Reply:
+        if u.fulfilment == "delivery" and self.state.get("accepts_delivery"):
+            self.fulfilment, self.step = "delivery", "address"
+            return self.said(Reply([PROMPTS["address"]]))
+        if u.fulfilment == "pickup" and self.state.get("accepts_pickup"):
+            self.fulfilment = "pickup"
+            return await self.read_back()
+        return self.miss()
+
+    async def on_address(self, u: Understanding) -> Reply:
+        text = self.turns[-1]["text"]
+        if len(text) < 6 or not re.search(r"\d", text):
+            return self.miss("Sorry, I need the street number and street name.")
+        self.address = {"line1": text[:200]}
+        return await self.read_back()
+
+    async def on_confirm(self, u: Understanding) -> Reply:
+        if u.affirm is True and not u.items:
+            return await self.place()
+        if u.items:
+            return self.take_items(u)
+        if u.affirm is False:
+            self.cart, self.step = [], "items"
+            return self.said(Reply(["No problem, let's start again. What would you like?"]))
+        return self.miss()
+
+    # -- pieces
+
+    def prompt(self) -> str:
+        if self.step == "items" and self.cart:
+            return "Anything else?"
+        return PROMPTS.get(self.step, PROMPTS["intent"])
+
+    def miss(self, sorry: str = "Sorry, I didn't catch that.") -> Reply:
+        self.misses += 1
+        if self.misses >= MAX_MISSES:
+            self.intent = self.intent or "unknown"
+            return self.hand_off("I'm having trouble understanding. Let me put you through to the team.")
+        return self.said(Reply([sorry, self.prompt()]))
+
+    def forward(self, reason: str) -> Reply:
+        self.forward_reason = reason
+        self.end("forwarded")
+        return self.said(Reply([f"Connecting you to {self.state['venue_name']}."], "dial", self.state.get("forward_to")))
+
+    def hand_off(self, lead: str) -> Reply:
+        if not self.state.get("forward_to"):
+            self.end("abandoned")
+            return self.said(Reply(["Sorry, nobody can take your call right now. Please try again later. Goodbye."], "hangup"))
+        self.end("handed_off")
+        return self.said(Reply([lead], "dial", self.state["forward_to"]))
+
+    def usual_line(self, usual: dict[str, Any]) -> Line | None:
+        product = self.menu.product(usual.get("name", ""))
+        if product is None:
+            return None
+        line = Line(product.name, 1, product_id=product.id)
+        variant = next((v for v in product.variants if v.name == usual.get("variant")), None)
+        if variant:
+            line.variant, line.variant_id = variant.name, variant.id
+        for opt in product.modifiers:
+            if opt.name in (usual.get("modifiers") or []):
+                line.modifiers.append(opt.name)
+                line.modifier_ids.append(opt.id)
+        return line
+
+    def take_items(self, u: Understanding, usual: bool = False) -> Reply:
+        added = list(u.items)
+        if usual and self.caller.get("usual"):
+            line = self.usual_line(self.caller["usual"])
+            if line:
+                added.insert(0, line)
+        self.step = "items"
+        say: list[str] = []
+        if added:
+            self.cart.extend(asdict(line) for line in added)
+            say.append(f"Got it: {join_words([line.spoken() for line in added])}.")
+        if u.unknown_items:
+            say.append(f"Sorry, we don't have {join_words(u.unknown_items)}. "
+                       f"We have {join_words([p.name.lower() for p in self.menu.products])}.")
+        if not say:
+            say.append("Sure.")
+        say.append("Anything else?" if self.cart else "What would you like?")
+        return self.said(Reply(say))
+
+    async def after_items(self) -> Reply:
+        pickup, delivery = self.state.get("accepts_pickup"), self.state.get("accepts_delivery")
+        if pickup and delivery:
+            self.step = "fulfilment"
+            return self.said(Reply([PROMPTS["fulfilment"]]))
+        if delivery:
+            self.fulfilment, self.step = "delivery", "address"
+            return self.said(Reply(["We deliver.", PROMPTS["address"]]))
+        self.fulfilment = "pickup"
+        return await self.read_back()
+
+    def payload(self) -> dict[str, Any]:
+        allergens = self.caller.get("allergens") or []
+        notes = f"Phone order (call {self.state['call_sid']})" + (f"; allergens on file: {', '.join(allergens)}" if allergens else "")
+        payload: dict[str, Any] = {
+            "venue_id": str(self.state["venue_id"]), "channel": "phone", "fulfilment": self.fulfilment or "pickup",
+            "customer": {"name": self.caller.get("name") or "Phone caller", "phone": self.state["from_number"]},
+            "items": [{"product_id": line["product_id"], "variant_id": line.get("variant_id"),
+                       "modifier_ids": line.get("modifier_ids") or [], "quantity": line["quantity"]} for line in self.cart],
+            "notes": notes,
+        }
+        if self.fulfilment == "delivery":
+            payload["delivery_address"] = self.address
+        return payload
+
+    async def _place(self) -> dict[str, Any]:
+        row = await (await self.conn.execute("select app.place_order(%s) as r", (Jsonb(self.payload()),))).fetchone()
+        return row["r"]
+
+    def refused(self, exc: psycopg.Error) -> Reply:
+        """What to say when place_order refuses the cart."""
+        code = exc.sqlstate or ""
+        if code == "BR101":
+            self.end("closed")
+            return self.said(Reply(["Sorry, we're closed right now, so I can't take the order. Goodbye."], "hangup"))
+        if code in ("BR103", "BR106", "BR107", "BR105"):
+            self.cart, self.step = [], "items"
+            return self.said(Reply([f"Sorry, {exc.diag.message_primary or 'something in the order is not available'}.",
+                                    "Let's start again. What would you like?"]))
+        log.warning("phone order refused", extra={"action": "voice_order_refused", "code": code, "call_id": str(self.state["call_id"])})
+        return self.hand_off("Sorry, I couldn't take that order. Let me put you through to the team.")
+
+    async def read_back(self) -> Reply:
+        """Price the cart exactly as the order would be priced (place_order in a rolled-back savepoint)."""
+        try:
+            async with self.conn.transaction(force_rollback=True):
+                priced = await self._place()
+        except psycopg.Error as exc:
+            return self.refused(exc)
+        self.step = "confirm"
+        lines = [Line(**line).spoken() for line in self.cart]
+        where = "for pickup" if self.fulfilment != "delivery" else f"for delivery to {self.address['line1']}" if self.address else "for delivery"
+        extras = " including tax" + (" and delivery" if priced["delivery_fee_cents"] else "")
+        say = [f"So that's {join_words(lines)}, {where}.", f"Your total is {money(priced['total_cents'], priced['currency'])},{extras}."]
+        if self.caller.get("allergens"):
+            say.append(f"I'll let the kitchen know about your {join_words(self.caller['allergens'])} allergy.")
+        say.append(PROMPTS["confirm"])
+        return self.said(Reply(say))
+
+    async def place(self) -> Reply:
+        try:
+            async with self.conn.transaction():
+                order = await self._place()
+                url = await self.checkout(order)
+        except psycopg.Error as exc:
+            return self.refused(exc)
+        except ProviderError as exc:
+            log.warning("checkout for a phone order failed", extra={"action": "voice_checkout_failed", "error": str(exc)})
+            return self.hand_off("Sorry, I couldn't set up the payment. Let me put you through to the team.")
+        self.order_id = order["order_id"]
+        self.end("ordered")
+        texted = await self.text_link(order, url)
+        total = money(order["total_cents"], order["currency"])
+        if texted:
+            say = [f"Thank you! Your order number is {order['order_number']}, {total}.",
+                   "I've texted a payment link to this number; we'll start on it as soon as it's paid. Goodbye!"]
+        else:
+            say = [f"Thank you! Your order number is {order['order_number']}, {total}.",
+                   "I couldn't text you the payment link, so the team will take payment when you arrive. Goodbye!"]
+        return self.said(Reply(say, "hangup"))
+
+    async def checkout(self, order: dict[str, Any]) -> str:
+        """A Stripe Checkout Session for the new order, made as the checkout function makes one."""
+        body = CheckoutRequest(order_id=order["order_id"], access_token=order["access_token"])
+        row = await (await self.conn.execute("select app.checkout_context(%s, %s) as ctx",
+                                             (body.order_id, body.access_token))).fetchone()
+        ctx = row["ctx"]
+        session = await self.providers.payments.create_checkout_session(
+            session_params(ctx, body, self.settings, session_expiry(self.settings)),
+            idempotency_key=f"checkout:{ctx['order_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
+        await self.conn.execute("select app.attach_checkout_session(%s, %s, %s, %s)",
+                                (body.order_id, session.id, session.url, session.expires_at))
+        return session.url
+
+    async def text_link(self, order: dict[str, Any], url: str) -> bool:
+        to = self.state["from_number"]
+        body = (f"{self.state['business_name']}: pay for order #{order['order_number']} "
+                f"({money(order['total_cents'], order['currency'])}) here: {url}")
+        params: dict[str, Any] = {"business_id": self.state["business_id"], "order_id": order["order_id"], "recipient": to,
+                                  "venue_id": self.state["venue_id"], "detail": Jsonb({"call_id": str(self.state["call_id"])})}
+        try:
+            sent = await self.providers.sms.send(to, body)
+        except ProviderError as exc:
+            await self.conn.execute(queries.get("voice_record_sms"), {**params, "status": "failed", "provider": None,
+                                                                      "message_id": None, "cost": 0, "error": exc.message})
+            return False
+        await self.conn.execute(queries.get("voice_record_sms"), {**params, "status": "sent", "provider": sent.provider,
+                                                                  "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
+        return True
+
+    async def status(self) -> Reply:
+        self.intent = "status"
+        row = await (await self.conn.execute("select app.voice_latest_order(%s, %s) as r",
+                                             (self.state["business_id"], self.state["from_number"]))).fetchone()
+        order = row["r"]
+        if order is None:
+            say = "I couldn't find an order from this phone number."
+        elif order["status"] == "placed":
+            say = f"Order number {order['order_number']} " + (
+                "is waiting for payment; the link is in your text messages." if order["payment_status"] == "unpaid"
+                else "has been received and the team will accept it shortly.")
+        else:
+            say = f"Order number {order['order_number']} {STATUS_WORDS.get(order['status'], order['status'])}" + (
+                " for pickup." if order["status"] == "ready" and order["fulfilment"] == "pickup" else ".")
+        self.end("status_given")
+        return self.said(Reply([say, "Thanks for calling. Goodbye."], "hangup"))
+
+
+def hints(menu: Menu) -> str:
+    words: list[str] = []
+    for p in menu.products:
+        words += [p.name, *(v.name for v in p.variants), *(m.name for m in p.modifiers)]
+    return ", ".join(dict.fromkeys(words))
+
+
+# ---- endpoints -----------------------------------------------------------------------------------
+
+@router.post("/twilio-voice")
+async def incoming(
+    request: Request,
+    params: Annotated[dict[str, str], Depends(twilio_params)],
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    providers: Annotated[Providers, Depends(get_providers)],
+) -> Response:
+    """A call rings a venue's number: answer with the agent, or forward it to the venue."""
+    sid = call_sid(params)
+    async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
+        row = await (await conn.execute("select app.voice_start_call(%s, %s, %s) as r",
+                                        (sid, params.get("From", ""), params.get("To", "")))).fetchone()
+        start = row["r"]
+        if start is None:
+            vr = VoiceResponse()
+            vr.say("Sorry, this number is not in service.")
+            vr.hangup()
+            return Response(str(vr), media_type="application/xml")
+        state = (await (await conn.execute("select app.voice_load_call(%s) as r", (sid,))).fetchone())["r"]
+        convo = Conversation.load(state, conn, settings, providers)
+        if start["decision"] == "forward":
+            reply = Reply([f"Connecting you to {start['venue_name']}."], "dial", start["forward_to"]) if start["forward_to"] \
+                else Reply(["Sorry, nobody can take your call right now. Please try again later. Goodbye."], "hangup")
+            convo.said(reply)
+        else:
+            reply = convo.greet()
+        await convo.save()
+    log.info("call", extra={"action": "voice_call", "call_id": str(start["call_id"]), "business_id": str(start["business_id"]),
+                            "decision": start["decision"], "reason": start["forward_reason"]})
+    return render(reply, action_url(request, settings, "gather"), hints(convo.menu))
+
+
+@router.post("/twilio-voice/gather")
+async def gather(
+    request: Request,
+    params: Annotated[dict[str, str], Depends(twilio_params)],
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    providers: Annotated[Providers, Depends(get_providers)],
+) -> Response:
+    """One turn: what the caller said (SpeechResult; none when the Gather heard nothing)."""
+    sid = call_sid(params)
+    try:
+        confidence = float(params["Confidence"]) if params.get("Confidence") else None
+    except ValueError as exc:
+        raise InvalidInput("Confidence must be a number", hint="invalid_confidence") from exc
+    async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
+        state = (await (await conn.execute("select app.voice_load_call(%s) as r", (sid,))).fetchone())["r"]
+        if state is None:
+            raise NotFound("no such call", hint="call_not_found")
+        convo = Conversation.load(state, conn, settings, providers)
+        reply = await convo.turn(params.get("SpeechResult", ""), confidence, understander_from_settings(settings))
+        await convo.save()
+    return render(reply, action_url(request, settings, "gather"), hints(convo.menu))
+
+
+@router.post("/twilio-voice/status")
+async def status(
+    params: Annotated[dict[str, str], Depends(twilio_params)],
+    pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+) -> dict[str, Any]:
+    """Twilio's status callback: a final status ends the call and burns its credits, once."""
+    sid = call_sid(params)
+    raw = params.get("CallDuration") or "0"
+    if not raw.isdigit():
+        raise InvalidInput("CallDuration must be whole seconds", hint="invalid_duration")
+    async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
+        row = await (await conn.execute("select app.voice_end_call(%s, %s, %s) as r",
+                                        (sid, params.get("CallStatus", ""), int(raw)))).fetchone()
+    if row["r"] is None:
+        raise NotFound("no such call", hint="call_not_found")
+    return {"received": True, **row["r"]}
+
