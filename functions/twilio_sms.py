@@ -12,17 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from psycopg_pool import AsyncConnectionPool
-from twilio.request_validator import RequestValidator
 
 from brigade import queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
-from brigade.errors import Forbidden, InvalidInput, wrap_exceptions
-from brigade.settings import Settings
-from functions.deps import get_pool, get_settings
+from brigade.errors import InvalidInput, wrap_exceptions
+from functions.deps import get_pool
+from functions.twilio_auth import twilio_params
 
 log = logging.getLogger("brigade.functions.twilio_sms")
 router = APIRouter(prefix="/twilio-sms")
@@ -32,23 +31,9 @@ START_WORDS = {"START", "UNSTOP", "YES", "OPTIN"}
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
 
 
-async def verified_form(request: Request, settings: Settings) -> dict[str, str]:
-    """The posted form, if Twilio signed it for the public URL we are reachable at; 403 otherwise."""
-    if not settings.twilio_auth_token:
-        raise Forbidden("Twilio is not configured here: no auth token to verify the signature", hint="bad_signature")
-    form = {k: str(v) for k, v in (await request.form()).multi_items()}
-    path = request.url.path.split("/functions/v1", 1)[-1]
-    url = settings.functions_url + path + (f"?{request.url.query}" if request.url.query else "")
-    signature = request.headers.get("x-twilio-signature", "")
-    if not signature or not RequestValidator(settings.twilio_auth_token).validate(url, form, signature):
-        raise Forbidden("X-Twilio-Signature does not match", hint="bad_signature")
-    return form
-
-
 @router.post("")
-async def inbound(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
-                  settings: Annotated[Settings, Depends(get_settings)]) -> Response:
-    form = await verified_form(request, settings)
+async def inbound(form: Annotated[dict[str, str], Depends(twilio_params)],
+                  pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> Response:
     phone, word = form.get("From", ""), form.get("Body", "").strip().upper()
     if not phone:
         raise InvalidInput("From is missing", hint="invalid_input")
@@ -61,9 +46,8 @@ async def inbound(request: Request, pool: Annotated[AsyncConnectionPool, Depends
 
 
 @router.post("/status")
-async def status(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
-                 settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, int]:
-    form = await verified_form(request, settings)
+async def status(form: Annotated[dict[str, str], Depends(twilio_params)],
+                 pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> dict[str, int]:
     sid, state = form.get("MessageSid", ""), form.get("MessageStatus", "")
     if not sid or not state:
         raise InvalidInput("MessageSid and MessageStatus are required", hint="invalid_input")

@@ -18,14 +18,12 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
-from urllib.parse import parse_qsl
 
 import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
-from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from brigade import queries
@@ -37,6 +35,7 @@ from brigade.settings import Settings
 from brigade.voice.nlu import Line, Menu, Understanding, join_words, understander_from_settings
 from functions.checkout import CheckoutRequest, session_params
 from functions.deps import get_pool, get_providers, get_settings
+from functions.twilio_auth import twilio_params
 
 log = logging.getLogger("brigade.functions.voice")
 router = APIRouter()
@@ -58,30 +57,9 @@ MAX_SILENCES = 2
 
 # ---- verification --------------------------------------------------------------------------------
 
-def public_url(request: Request, settings: Settings) -> str:
-    """The URL Twilio called, as Twilio saw it (behind a proxy: settings.public_url + path + query)."""
-    if not settings.public_url:
-        return str(request.url)
-    url = settings.public_url.rstrip("/") + request.url.path
-    return url + ("?" + request.url.query if request.url.query else "")
-
-
 def action_url(request: Request, settings: Settings, name: str) -> str:
     base = settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
     return f"{base}/functions/v1/twilio-voice/{name}"
-
-
-async def twilio_params(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, str]:
-    """The form Twilio posted, if its signature holds for the exact public URL; 403 otherwise."""
-    try:
-        params = dict(parse_qsl((await request.body()).decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError as exc:
-        raise InvalidInput("body is not UTF-8", hint="invalid_body") from exc
-    signature = request.headers.get("x-twilio-signature", "")
-    if not signature or not settings.twilio_auth_token or \
-            not RequestValidator(settings.twilio_auth_token).validate(public_url(request, settings), params, signature):
-        raise Forbidden("Twilio signature does not match", hint="bad_signature")
-    return params
 
 
 def call_sid(params: dict[str, str]) -> str:

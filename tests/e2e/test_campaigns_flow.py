@@ -49,10 +49,10 @@ def emails(outside: Outside) -> list[dict[str, Any]]:
 
 
 def twilio_post(outside: Outside, path: str, form: dict[str, str], *, sign: bool = True) -> httpx.Response:
-    """A form post as Twilio makes it: signed over the public URL the settings name, sent to the server."""
-    public = outside.settings.functions_url + path
-    signature = RequestValidator(outside.settings.twilio_auth_token).compute_signature(public, form) if sign else "forged"
-    return httpx.post(f"{outside.functions.url}/functions/v1{path}", data=form, headers={"X-Twilio-Signature": signature})
+    """A form post as Twilio makes it: signed over the exact URL it calls."""
+    url = f"{outside.functions.url}/functions/v1{path}"
+    signature = RequestValidator(outside.settings.twilio_auth_token).compute_signature(url, form) if sign else "forged"
+    return httpx.post(url, data=form, headers={"X-Twilio-Signature": signature})
 
 
 def phone_of(conn: psycopg.Connection[dict[str, Any]], customer_id: uuid.UUID) -> str:
