@@ -832,6 +832,9 @@ begin
   if p_status not in ('checked_in', 'no_show', 'completed') then
     perform app.fail('BR605', 'not_a_staff_transition', format('staff set checked_in, no_show or completed, not %s', p_status));
   end if;
+  if not app.booking_transition_allowed(v_booking.status, p_status) then
+    perform app.fail('BR605', 'illegal_transition', format('a booking cannot go from %s to %s', v_booking.status, p_status));
+  end if;
   if p_status = 'no_show' then
     select s.starts_at into v_starts from public.activity_sessions s
     where s.business_id = v_booking.business_id and s.id = v_booking.session_id;

@@ -216,3 +216,32 @@ as $$
 $$;
 revoke all on function app.attach_booking_checkout_session(uuid, text, text, timestamptz) from public;
 grant execute on function app.attach_booking_checkout_session(uuid, text, text, timestamptz) to service_role;
+
+/** Re-applies the events that waited for this payment (refunds, disputes that came first), for orders
+    and bookings. Replaces 0006's version, which applied each event inside the UPDATE of its own
+    stripe_events row: applying one tags that row (order_id / booking_id), and PostgreSQL refuses a
+    row changed by a function its own UPDATE called. Here the outcome is computed first, then stored. */
+create or replace function app.apply_deferred_stripe_events(p_payment_intent_id text) returns integer
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_event record;
+  v_outcome text;
+  v_count integer := 0;
+begin
+  for v_event in
+    select e.id, e.type, e.payload from public.stripe_events e
+    where e.outcome = 'deferred' and e.payload -> 'data' -> 'object' ->> 'payment_intent' = p_payment_intent_id
+    order by (e.payload ->> 'created')::bigint, e.received_at
+    for update
+  loop
+    v_outcome := app.apply_stripe_object(v_event.type, v_event.payload -> 'data' -> 'object', v_event.id);
+    update public.stripe_events set outcome = v_outcome where id = v_event.id;
+    v_count := v_count + 1;
+  end loop;
+  return v_count;
+end
+$$;
+revoke all on function app.apply_deferred_stripe_events(text) from public;
+grant execute on function app.apply_deferred_stripe_events(text) to service_role;
