@@ -122,6 +122,17 @@ $$;
 revoke all on function app.price_tiers_valid(jsonb) from public;
 grant execute on function app.price_tiers_valid(jsonb) to anon, authenticated, service_role;
 
+/** True when the widget may show an activity: published, at a published venue, bookings on. */
+create function app.activity_is_public(p_business_id uuid, p_venue_id uuid, p_published boolean) returns boolean
+language sql stable security definer
+set search_path = ''
+as $$
+  select coalesce(p_published, false) and app.module_enabled(p_business_id, 'bookings')
+    and exists (select 1 from public.venues v where v.business_id = p_business_id and v.id = p_venue_id and v.is_published)
+$$;
+revoke all on function app.activity_is_public(uuid, uuid, boolean) from public;
+grant execute on function app.activity_is_public(uuid, uuid, boolean) to anon, authenticated, service_role;
+
 /** Sessions for the next p_days days (venue time) from every active weekly schedule of activities of
     businesses with bookings on, skipping blackout dates; existing sessions are left alone, so it can
     run as often as wanted. Returns how many sessions it created. */
@@ -240,7 +251,7 @@ create trigger activity_blackouts_apply after insert on public.activity_blackout
 -- section policies
 
 create policy "anyone reads published activities" on public.activities for select to anon, authenticated
-  using (is_published and app.module_enabled(business_id, 'bookings'));
+  using (app.activity_is_public(business_id, venue_id, is_published));
 create policy "staff read activities of their venues" on public.activities for select to authenticated
   using (app.module_enabled(business_id, 'bookings')
          and (business_id, venue_id) in (select k.business_id, k.venue_id from app.my_venue_keys('{owner,manager,staff}') k));
@@ -346,8 +357,8 @@ as $$
 declare
   v_activity public.activities;
 begin
-  select a.* into v_activity from public.activities a where a.id = p_activity_id and a.is_published;
-  if v_activity.id is null or not app.module_enabled(v_activity.business_id, 'bookings') then
+  select a.* into v_activity from public.activities a where a.id = p_activity_id;
+  if v_activity.id is null or not app.activity_is_public(v_activity.business_id, v_activity.venue_id, v_activity.is_published) then
     perform app.fail('PT404', 'activity_not_found', 'no published activity with that id');
   end if;
   return query

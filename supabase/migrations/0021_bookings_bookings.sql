@@ -225,7 +225,7 @@ declare
 begin
   select s.* into v_session from public.activity_sessions s where s.id = (p_booking ->> 'session_id')::uuid;
   select a.* into v_activity from public.activities a where a.business_id = v_session.business_id and a.id = v_session.activity_id;
-  if v_session.id is null or not (v_activity.is_published
+  if v_session.id is null or not (app.activity_is_public(v_activity.business_id, v_activity.venue_id, v_activity.is_published)
                                   or app.has_venue_access(v_activity.business_id, v_activity.venue_id, '{owner,manager,staff}')) then
     perform app.fail('PT404', 'session_not_found', 'no bookable session with that id');
   end if;

@@ -490,3 +490,31 @@ def test_an_order_refund_reported_before_its_payment_applies_once_paid(api: Api,
     row = conn.execute("select payment_status::text, refunded_cents from public.orders where id = %s", (order["order_id"],)).fetchone()
     assert row == {"payment_status": "partially_refunded", "refunded_cents": 500}
     assert one(conn, "select outcome from public.stripe_events where id = %s", (early["id"],)) == "refunds_reconciled"
+
+
+def test_hot_booking_lookups_use_their_indexes(conn: psycopg.Connection[dict[str, Any]], act: Activity) -> None:
+    conn.execute("update public.activity_sessions set capacity = 10000 where id = %s", (act.sessions[0],))
+    conn.execute("""
+        insert into public.bookings (business_id, booking_number, venue_id, activity_id, session_id, party, party_size, currency,
+                                     subtotal_cents, total_cents, hold_expires_at, guest_email)
+        select %s, 'BK-' || lpad(g::text, 6, '0') || '-AAAA', %s, %s, %s, '{"adult": 1}', 1, 'USD', 100, 100,
+               now() + interval '10 minutes', 'g' || g || '@x.test'
+        from generate_series(1, 3000) g""", (act.tenant.business_id, act.venue_id, act.activity_id, act.sessions[0]))
+    conn.execute("update public.bookings set payment_intent_id = 'pi_' || booking_number where booking_number like 'BK-0001%%'")
+    conn.execute("analyze public.bookings")
+
+    def plan(query: str, params: Any = None) -> str:
+        row = conn.execute("explain (format json) " + query, params).fetchone()
+        assert row is not None
+        return json.dumps(row["QUERY PLAN"])
+
+    stripe_lookup = plan("select * from app.booking_for_stripe_object(%s)",
+                         (json.dumps({"object": "charge", "payment_intent": "pi_BK-000123-AAAA"}),))
+    assert "Function Scan" in stripe_lookup  # the function body is checked below, inlined as PostgreSQL runs it
+    body = plan("select b.* from public.bookings b where b.payment_intent_id = %s", ("pi_BK-000123-AAAA",))
+    assert "bookings_payment_intent_idx" in body, body
+    by_id = plan("select b.* from public.bookings b where b.id = %s", (act.sessions[0],))
+    assert "bookings_id_idx" in by_id, by_id
+    sweep = plan("select b.business_id, b.id from public.bookings b where b.status = 'pending_payment' and b.hold_expires_at <= now() "
+                 "order by b.hold_expires_at limit 1000")
+    assert "bookings_hold_idx" in sweep, sweep
