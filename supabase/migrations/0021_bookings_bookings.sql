@@ -536,6 +536,11 @@ begin
     where business_id = v_booking.business_id and id = v_booking.id;
     perform app.request_booking_refund(v_booking.business_id, v_booking.id, null,
                                        'paid after the hold ended and the session was full');
+    insert into public.notification_log (business_id, event_key, channel, recipient, template, venue_id, detail)
+    select v_booking.business_id, 'booking.paid_too_late:' || v_booking.id, 'email', v_booking.guest_email, 'booking_paid_too_late',
+           v_booking.venue_id, jsonb_build_object('booking_id', v_booking.id, 'refund_cents', v_amount)
+    where v_booking.guest_email is not null
+    on conflict on constraint notification_log_natural_key do nothing;
     perform app.emit('booking.paid_too_late', v_booking.business_id, jsonb_build_object(
       'booking_id', v_booking.id, 'booking_number', v_booking.booking_number, 'amount_cents', v_amount));
   else

@@ -518,3 +518,19 @@ def test_hot_booking_lookups_use_their_indexes(conn: psycopg.Connection[dict[str
     sweep = plan("select b.business_id, b.id from public.bookings b where b.status = 'pending_payment' and b.hold_expires_at <= now() "
                  "order by b.hold_expires_at limit 1000")
     assert "bookings_hold_idx" in sweep, sweep
+
+
+def test_signed_in_customers_read_their_bookings_and_the_module_gate_hides_them(
+        api: Api, conn: psycopg.Connection[dict[str, Any]], factory: Factory, act: Activity) -> None:
+    me = Claims.user(factory.user("me@example.test"), email="me@example.test")
+    someone = Claims.user(factory.user("someone@example.test"), email="someone@example.test")
+    b = hold(api, act, claims=me, customer={"name": "Me"})
+    assert one(conn, "select guest_email from public.bookings where id = %s", (b["booking_id"],)) == "me@example.test"
+    assert [r["booking_number"] for r in api.run(me, "select booking_number from public.bookings")] == [b["booking_number"]]
+    assert api.run(someone, "select booking_number from public.bookings") == []
+    assert len(api.run(act.tenant.claims("staff"), "select 1 from public.bookings")) == 1
+    conn.execute("update public.businesses set modules_json = modules_json || '{\"bookings\": false}' where id = %s", (act.tenant.business_id,))
+    for claims in (me, act.tenant.claims("staff"), act.tenant.claims("owner")):
+        assert api.run(claims, "select 1 from public.bookings") == []
+        assert api.run(claims, "select 1 from public.activity_sessions") == []
+    assert api.run(Claims.anon(), "select 1 from public.activities") == []

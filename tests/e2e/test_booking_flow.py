@@ -171,6 +171,8 @@ def test_a_late_payment_on_a_full_session_is_refunded_at_stripe(api: Api, conn: 
     s = status(conn, late)
     assert (s["status"], s["payment_status"], s["refunded_cents"]) == ("expired", "refunded", late["total_cents"])
     assert seats(conn, act.sessions[0]) == (0, 3)
+    [mail] = [m for m in emails_to(outside, "grace@example.test") if m["subject"].startswith("Payment refunded")]
+    assert late["booking_number"] in mail["subject"] and f"{late['total_cents'] / 100:.2f}" in mail["text"]
 
 
 def test_cancel_reschedule_and_reminder_emails_go_once(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity, outside: Outside) -> None:

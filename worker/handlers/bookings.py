@@ -43,6 +43,11 @@ def render(row: dict[str, Any]) -> tuple[str, str]:
         money_back = (f"A refund of {money(refund, row['currency'])} has been issued to your card; banks usually show it "
                       f"within 5 to 10 business days." if refund > 0 else "No refund applies to this cancellation.")
         return f"Booking cancelled — {row['activity_name']} ({row['booking_number']})", f"Your booking is cancelled.\n{details}\n{money_back}"
+    if row["template"] == "booking_paid_too_late":
+        refund = int((row["detail"] or {}).get("refund_cents") or 0)
+        return (f"Payment refunded — {row['activity_name']} ({row['booking_number']})",
+                f"Your payment arrived after the seats were released, and the session is now full, so the booking could not be "
+                f"kept.\n{details}\nThe full {money(refund, row['currency'])} has been refunded to your card.")
     return f"{row['business_name']}: booking {row['booking_number']}", details
 
 
@@ -115,6 +120,12 @@ async def booking_rescheduled(event: Event, ctx: Context) -> None:
 async def booking_reminder(event: Event, ctx: Context) -> None:
     """The reminder 24 hours before."""
     await send_pending(event, ctx, event.payload["event_key"])
+
+
+@registry.on("booking.paid_too_late")
+async def booking_paid_too_late(event: Event, ctx: Context) -> None:
+    """Tell the booker their late payment could not keep the booking and is refunded."""
+    await send_pending(event, ctx, f"booking.paid_too_late:{event.payload['booking_id']}")
 
 
 @registry.on("booking.refund_requested")
