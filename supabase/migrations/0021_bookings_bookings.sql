@@ -700,6 +700,30 @@ begin
 end
 $$;
 
+/** The CRM's merge and erasure reach bookings without changing the CRM's functions: a merged
+    customer's bookings move to the survivor; an anonymised customer's bookings lose the booker's
+    name, contact, requests and Stripe payloads. */
+create function app.tg_customers_bookings_follow() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+begin
+  if new.merged_into is not null and old.merged_into is null then
+    update public.bookings set customer_id = new.merged_into where business_id = new.business_id and customer_id = new.id;
+  end if;
+  if new.anonymised_at is not null and old.anonymised_at is null then
+    update public.stripe_events e set payload = jsonb_build_object('id', e.id, 'type', e.type, 'redacted', true)
+    where e.business_id = new.business_id
+      and e.booking_id in (select b.id from public.bookings b where b.business_id = new.business_id and b.customer_id = new.id);
+    update public.bookings set guest_name = null, guest_email = null, guest_phone = null, special_requests = '', user_id = null
+    where business_id = new.business_id and customer_id = new.id;
+  end if;
+  return null;
+end
+$$;
+
+create trigger customers_bookings_follow after update of merged_into, anonymised_at on public.customers
+  for each row execute function app.tg_customers_bookings_follow();
 create trigger bookings_guard before insert or update on public.bookings
   for each row execute function app.tg_bookings_guard();
 create trigger bookings_seats after insert or update of status, session_id on public.bookings

@@ -534,3 +534,17 @@ def test_signed_in_customers_read_their_bookings_and_the_module_gate_hides_them(
         assert api.run(claims, "select 1 from public.bookings") == []
         assert api.run(claims, "select 1 from public.activity_sessions") == []
     assert api.run(Claims.anon(), "select 1 from public.activities") == []
+
+
+def test_crm_merge_and_erasure_reach_bookings(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity) -> None:
+    first = booking_in("confirmed", conn, api, act)
+    second = hold(api, act, 1, customer={"name": "Grace B.", "phone": "+1 646 555 0100"})
+    assert pay(conn, second) == "paid"
+    keep, drop = status(conn, first)["customer_id"], status(conn, second)["customer_id"]
+    assert keep != drop
+    api.run(act.tenant.claims("owner"), "select public.merge_customers(%s, %s)", (keep, drop))
+    assert status(conn, second)["customer_id"] == keep
+    conn.execute("select app.anonymise_customer(%s, %s)", (act.tenant.business_id, keep))
+    rows = conn.execute("select guest_name, guest_email, guest_phone from public.bookings where customer_id = %s", (keep,)).fetchall()
+    assert len(rows) == 2 and all(r == {"guest_name": None, "guest_email": None, "guest_phone": None} for r in rows)
+    assert one(conn, "select count(*) from public.stripe_events where booking_id = %s and payload ? 'data'", (first["booking_id"],)) == 0
