@@ -548,3 +548,51 @@ def test_crm_merge_and_erasure_reach_bookings(api: Api, conn: psycopg.Connection
     rows = conn.execute("select guest_name, guest_email, guest_phone from public.bookings where customer_id = %s", (keep,)).fetchall()
     assert len(rows) == 2 and all(r == {"guest_name": None, "guest_email": None, "guest_phone": None} for r in rows)
     assert one(conn, "select count(*) from public.stripe_events where booking_id = %s and payload ? 'data'", (first["booking_id"],)) == 0
+
+
+def race(dsn: str, *calls: tuple[str, Any]) -> list[Any]:
+    """Run each (sql, params) in its own connection and transaction at the same moment; results or SQLSTATEs."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def go(i: int, sql: str, params: Any) -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("select set_config('request.jwt.claims', %s, false)", (json.dumps(Claims.service().as_dict()),))
+            barrier.wait(timeout=60)
+            try:
+                results[i] = c.execute(sql, params).fetchone()[0]  # type: ignore[index]
+            except psycopg.Error as exc:
+                results[i] = exc.sqlstate
+
+    threads = [threading.Thread(target=go, args=(i, sql, params)) for i, (sql, params) in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def test_a_late_payment_and_a_new_hold_racing_for_the_last_seats(api: Api, conn: psycopg.Connection[dict[str, Any]], factory: Factory) -> None:
+    act = build_activity(conn, factory.tenant("Race Rooms", {"ordering": True}), capacity=3, sessions=5)
+    outcomes = set()
+    for n in range(5):
+        late = booking_in("expired", conn, api, act, n)
+        event = json.dumps(booking_completed(late, f"cs_race_{n}", f"pi_race_{n}"))
+        newcomer = json.dumps(hold_payload(act, n, customer={"email": f"new{n}@example.test"}))
+        paid, held = race(api.dsn, ("select app.apply_stripe_event(%s)", (event,)), ("select app.hold_booking(%s)", (newcomer,)))
+        assert (paid, held if isinstance(held, str) else "held") in {("paid_late_retaken", "BR601"), ("paid_late_refunding", "held")}, (paid, held)
+        outcomes.add(paid)
+        held_seats, booked = seats(conn, act.sessions[n])
+        assert held_seats + booked == 3  # exactly one party has the seats
+        assert status(conn, late)["status"] == ("confirmed" if paid == "paid_late_retaken" else "expired")
+
+
+def test_a_payment_and_the_expiry_racing_end_confirmed_once(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity) -> None:
+    for n in range(3):
+        b = hold(api, act, n)
+        run_out_hold(conn, b)
+        event = json.dumps(booking_completed(b, f"cs_rx_{n}", f"pi_rx_{n}"))
+        paid, expired = race(api.dsn, ("select app.apply_stripe_event(%s)", (event,)),
+                             ("select app.expire_booking(%s, %s)", (b["business_id"], b["booking_id"])))
+        assert (paid, expired) in {("paid", False), ("paid_late_retaken", True)}, (paid, expired)
+        assert status(conn, b)["status"] == "confirmed" and seats(conn, act.sessions[n]) == (0, 3)
