@@ -416,10 +416,23 @@ begin
     return false;
   end if;
   v_full := v_booking.refunded_cents + v_refund.amount_cents >= v_booking.total_cents;
+  -- a booking refunded in full (in Stripe's dashboard, say) while still confirmed or checked in is
+  -- cancelled with it, as the seed's table has it: cancelled = refunded, seats released
   update public.bookings set
     refunded_cents = least(total_cents, refunded_cents + v_refund.amount_cents),
-    payment_status = case when v_full then 'refunded'::public.payment_status else 'partially_refunded'::public.payment_status end
+    payment_status = case when v_full then 'refunded'::public.payment_status else 'partially_refunded'::public.payment_status end,
+    status = case when v_full and status in ('confirmed', 'checked_in') then 'cancelled'::public.booking_status else status end,
+    cancel_reason = case when v_full and status in ('confirmed', 'checked_in') then 'refunded in full' else cancel_reason end
   where business_id = v_booking.business_id and id = v_booking.id;
+  if v_full and v_booking.status in ('confirmed', 'checked_in') then
+    insert into public.notification_log (business_id, event_key, channel, recipient, template, customer_id, venue_id, detail)
+    select v_booking.business_id, 'booking.cancelled:' || v_booking.id, 'email', v_booking.guest_email, 'booking_cancelled',
+           v_booking.customer_id, v_booking.venue_id,
+           jsonb_build_object('booking_id', v_booking.id, 'refund_cents', v_booking.total_cents - v_booking.refunded_cents,
+                              'reason', 'refunded in full')
+    where v_booking.guest_email is not null
+    on conflict on constraint notification_log_natural_key do nothing;
+  end if;
   if v_booking.stats_counted and v_booking.customer_id is not null then
     update public.customer_venue_stats s set
       total_spent_cents = greatest(0, s.total_spent_cents - v_refund.amount_cents),

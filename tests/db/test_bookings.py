@@ -425,6 +425,11 @@ def test_figures_and_search(api: Api, conn: psycopg.Connection[dict[str, Any]], 
     other = build_activity(conn, act.tenant, name="Laser Tag", sessions=1)
     hold(api, other)
     assert len(api.run(staff, "select 1 from public.search_bookings(%s, activity_id => %s)", (act.tenant.business_id, other.activity_id))) == 1
+    day1 = one(conn, "select (starts_at at time zone 'UTC')::date from public.activity_sessions where id = %s", (act.sessions[1],))
+    in_range = api.run(staff, "select guest_name from public.search_bookings(%s, date_from => %s, date_to => %s)",
+                       (act.tenant.business_id, day1, day1))
+    assert [r["guest_name"] for r in in_range] == ["Ivy Pending"]
+    assert api.run(staff, "select 1 from public.search_bookings(%s, date_from => %s)", (act.tenant.business_id, day1 + __import__("datetime").timedelta(days=30))) == []
     outsider = Claims.user("00000000-0000-4000-8000-00000000abcd")
     assert api.run(outsider, "select * from public.search_bookings(%s)", (act.tenant.business_id,)) == []
 
@@ -596,3 +601,19 @@ def test_a_payment_and_the_expiry_racing_end_confirmed_once(api: Api, conn: psyc
                              ("select app.expire_booking(%s, %s)", (b["business_id"], b["booking_id"])))
         assert (paid, expired) in {("paid", False), ("paid_late_retaken", True)}, (paid, expired)
         assert status(conn, b)["status"] == "confirmed" and seats(conn, act.sessions[n]) == (0, 3)
+
+
+def test_a_full_refund_made_in_stripe_cancels_a_confirmed_booking(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity) -> None:
+    b = hold(api, act)
+    assert apply(conn, booking_completed(b, "cs_dash", "pi_dash")) == "paid"
+    part = stripe_event("charge.refunded", {"id": "ch_dash", "object": "charge", "payment_intent": "pi_dash", "amount_refunded": 1000})
+    assert apply(conn, part) == "refunds_reconciled"
+    s = status(conn, b)
+    assert (s["status"], s["payment_status"], s["refunded_cents"]) == ("confirmed", "partially_refunded", 1000)
+    full = stripe_event("charge.refunded", {"id": "ch_dash", "object": "charge", "payment_intent": "pi_dash", "amount_refunded": b["total_cents"]})
+    assert apply(conn, full) == "refunds_reconciled"
+    s = status(conn, b)
+    assert (s["status"], s["payment_status"], s["refunded_cents"]) == ("cancelled", "refunded", b["total_cents"])
+    assert seats(conn, act.sessions[0]) == (0, 0)
+    assert one(conn, "select detail ->> 'refund_cents' from public.notification_log where event_key = %s",
+               (f"booking.cancelled:{b['booking_id']}",)) == str(b["total_cents"] - 1000)
