@@ -189,6 +189,10 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from brigade import demo
 
+    if getattr(args, "bookings", False):
+        from brigade import demo_bookings
+
+        return demo_bookings.run(settings)
     return demo.run(settings)
 
 
@@ -239,7 +243,8 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("dead_id", type=int)
     e.add_parser("stats", help="outbox depth")
 
-    sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
+    d = sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
+    d.add_argument("--bookings", action="store_true", help="drive one booking instead (the demo's latte-art class)")
     sub.add_parser("voice-demo", help="one phone order by voice against the running local stack (signed like Twilio)")
 
     j = sub.add_parser("jwt", help="sign a local JWT")

@@ -81,6 +81,8 @@ class Payments(Protocol):
     async def create_refund(self, params: dict[str, Any], *, idempotency_key: str,
                             stripe_account: str | None = None) -> ProviderRefund: ...
 
+    async def expire_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> None: ...
+
 
 class LogSms:
     def __init__(self, settings: Settings) -> None:
@@ -129,6 +131,9 @@ class LogPayments:
         refund_id = "re_local_" + uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key).hex[:16]
         _record_locally(self.settings, "refund", {"refund": refund_id, **params})
         return ProviderRefund(refund_id, "succeeded")
+
+    async def expire_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> None:
+        _record_locally(self.settings, "checkout_expired", {"session": session_id})
 
 
 class TwilioSms:
@@ -229,6 +234,16 @@ class StripePayments:
         except self.stripe.StripeError as exc:
             raise ProviderError(f"Stripe refused the refund: {exc.user_message or exc}", hint="refund_failed") from exc
         return ProviderRefund(refund.id, refund.status or "pending", getattr(refund, "failure_reason", None))
+
+    async def expire_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> None:
+        """Closes an open Checkout Session (a booking's hold ran out); one already complete or expired is left as it is."""
+        options: dict[str, Any] = {"stripe_account": stripe_account} if stripe_account else {}
+        try:
+            await asyncio.to_thread(self.client.v1.checkout.sessions.expire, session_id, options=options)
+        except self.stripe.InvalidRequestError:
+            return  # not open any more: paid (the webhook says so) or already expired
+        except self.stripe.StripeError as exc:
+            raise ProviderError(f"Stripe refused to expire the session: {exc.user_message or exc}", hint="expire_failed") from exc
 
 
 @dataclass

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     stripe_api_base: str = ""
     checkout_success_url: str = "http://127.0.0.1:3000/orders/{order_id}?paid=1"
     checkout_cancel_url: str = "http://127.0.0.1:3000/orders/{order_id}?cancelled=1"
+    booking_success_url: str = "http://127.0.0.1:3000/bookings/{booking_id}?paid=1"
+    booking_cancel_url: str = "http://127.0.0.1:3000/bookings/{booking_id}?cancelled=1"
     checkout_session_minutes: int = 30
 
     twilio_account_sid: str = ""

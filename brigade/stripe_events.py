@@ -26,3 +26,12 @@ def session_completed(*, session_id: str, payment_intent: str, order_id: str, bu
             "metadata": {"order_id": order_id, "business_id": business_id},
         }},
     }
+
+
+def booking_session_completed(*, session_id: str, payment_intent: str, booking_id: str, business_id: str, amount_cents: int,
+                              event_id: str | None = None) -> dict[str, Any]:
+    """A checkout.session.completed event for a paid session of one booking (metadata kind=booking)."""
+    event = session_completed(session_id=session_id, payment_intent=payment_intent, order_id="", business_id=business_id,
+                              amount_cents=amount_cents, event_id=event_id)
+    event["data"]["object"]["metadata"] = {"kind": "booking", "booking_id": booking_id, "business_id": business_id}
+    return event

@@ -1,6 +1,7 @@
-"""POST /functions/v1/checkout: a Stripe Checkout Session for an unpaid order, priced from the
-database. Calling it again (or twice at once) returns the same session: the order row is locked
-while the session is created, and the idempotency key is the order and its attempt number."""
+"""POST /functions/v1/checkout: a Stripe Checkout Session for an unpaid order or a held booking,
+priced from the database. Calling it again (or twice at once) returns the same session: the order
+(booking) row is locked while the session is created, and the idempotency key is the payable and its
+attempt number."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import NotFound, wrap_exceptions
 from brigade.providers import Providers, session_expiry
 from brigade.settings import Settings
-from brigade.stripe_events import session_completed
+from brigade.stripe_events import booking_session_completed, session_completed
 from functions.deps import caller_or_anon, get_pool, get_providers, get_settings
 from functions.stripe_webhook import apply_event
 
@@ -28,14 +29,22 @@ router = APIRouter()
 
 class CheckoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    order_id: uuid.UUID
-    access_token: uuid.UUID | None = Field(default=None, description="from place_order; staff may omit it")
+    order_id: uuid.UUID | None = None
+    booking_id: uuid.UUID | None = Field(default=None, description="a held booking (hold_booking) instead of an order")
+    access_token: uuid.UUID | None = Field(default=None, description="from place_order / hold_booking; staff may omit it")
     success_url: str | None = Field(default=None, max_length=2000)
     cancel_url: str | None = Field(default=None, max_length=2000)
 
+    @model_validator(mode="after")
+    def one_payable(self) -> "CheckoutRequest":
+        if (self.order_id is None) == (self.booking_id is None):
+            raise ValueError("send exactly one of order_id and booking_id")
+        return self
+
 
 class CheckoutResponse(BaseModel):
-    order_id: uuid.UUID
+    order_id: uuid.UUID | None = None
+    booking_id: uuid.UUID | None = None
     session_id: str
     url: str
     expires_at: datetime
@@ -79,6 +88,8 @@ async def checkout(
     providers: Annotated[Providers, Depends(get_providers)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> CheckoutResponse:
+    if body.booking_id is not None:
+        return await _booking_checkout(body, claims, pool, providers, settings)
     async with wrap_exceptions(), transaction_as(pool, claims) as conn:
         ctx = await _context(conn, body)  # checks the caller: the placer's token, or staff of the venue
         if not ctx["session"]:
@@ -106,6 +117,64 @@ async def _context(conn: Any, body: CheckoutRequest) -> dict[str, Any]:
     return row["ctx"]
 
 
+def booking_session_params(ctx: dict[str, Any], body: CheckoutRequest, settings: Settings, expires_at: datetime) -> dict[str, Any]:
+    """Stripe Checkout Session parameters for a held booking: its tiers (or one discounted line) and
+    the seed's metadata (kind=booking, ids, customer, date/time, party counts, promo code)."""
+    currency = ctx["currency"]
+    line_items = [{"quantity": line["quantity"], "price_data": {
+        "currency": currency, "unit_amount": line["unit_amount"], "product_data": {"name": line["name"][:250]}}}
+        for line in ctx["lines"]]
+    metadata = {k: str(v)[:500] for k, v in ctx["metadata"].items()}
+    booking_id = ctx["booking_id"]
+    params: dict[str, Any] = {
+        "mode": "payment",
+        "line_items": line_items,
+        "client_reference_id": booking_id,
+        "metadata": metadata,
+        "payment_intent_data": {"metadata": metadata,
+                                "description": f"{ctx['business_name']} booking {ctx['booking_number']}"},
+        "success_url": (body.success_url or settings.booking_success_url).replace("{booking_id}", booking_id),
+        "cancel_url": (body.cancel_url or settings.booking_cancel_url).replace("{booking_id}", booking_id),
+        "expires_at": int(expires_at.timestamp()),
+    }
+    if ctx.get("customer_email"):
+        params["customer_email"] = ctx["customer_email"]
+    if ctx.get("stripe_account_id") and ctx["application_fee_cents"] > 0:
+        params["payment_intent_data"]["application_fee_amount"] = ctx["application_fee_cents"]
+    return params
+
+
+async def _booking_context(conn: Any, body: CheckoutRequest) -> dict[str, Any]:
+    row = await (await conn.execute("select app.booking_checkout_context(%s, %s) as ctx",
+                                    (body.booking_id, body.access_token))).fetchone()
+    return row["ctx"]
+
+
+async def _booking_checkout(body: CheckoutRequest, claims: Claims, pool: AsyncConnectionPool, providers: Providers,
+                            settings: Settings) -> CheckoutResponse:
+    """The booking branch: the hold must still run; Stripe's session lives at least 30 minutes, so the
+    worker expires it when the hold runs out (booking.expired) and a payment that still arrives late
+    re-takes the seats or is refunded."""
+    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+        ctx = await _booking_context(conn, body)
+        if not ctx["session"]:
+            await conn.execute("select set_config('role', 'service_role', true)")
+            await conn.execute("select 1 from public.bookings where id = %s for update", (body.booking_id,))
+            ctx = await _booking_context(conn, body)
+        if ctx["session"]:
+            s = ctx["session"]
+            return CheckoutResponse(booking_id=body.booking_id, session_id=s["id"], url=s["url"],
+                                    expires_at=datetime.fromisoformat(s["expires_at"]), reused=True)
+        expires_at = session_expiry(settings)
+        session = await providers.payments.create_checkout_session(
+            booking_session_params(ctx, body, settings, expires_at),
+            idempotency_key=f"checkout:booking:{ctx['booking_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
+        await conn.execute("select app.attach_booking_checkout_session(%s, %s, %s, %s)",
+                           (body.booking_id, session.id, session.url, session.expires_at))
+    return CheckoutResponse(booking_id=body.booking_id, session_id=session.id, url=session.url,
+                            expires_at=session.expires_at, reused=False)
+
+
 # The local run's stand-in for Stripe's hosted page (payments_provider = "log" only): it shows the
 # order and, on "Pay", applies the checkout.session.completed Stripe would send.
 
@@ -125,6 +194,11 @@ async def _local_session(pool: AsyncConnectionPool, settings: Settings, session_
             "select o.id, o.business_id, o.order_number, o.total_cents, o.currency, o.payment_status, b.name "
             "from public.orders o join public.businesses b on b.id = o.business_id where o.checkout_session_id = %s",
             (session_id,))).fetchone()
+        if row is None:  # a booking's session
+            row = await (await conn.execute(
+                "select bk.id, bk.business_id, bk.booking_number as order_number, bk.total_cents, bk.currency, bk.payment_status, "
+                "b.name, 'booking' as kind from public.bookings bk join public.businesses b on b.id = bk.business_id "
+                "where bk.checkout_session_id = %s", (session_id,))).fetchone()
     if row is None:
         raise NotFound("no such checkout session", hint="not_found")
     return row
@@ -146,6 +220,11 @@ async def local_pay(session_id: str, pool: Annotated[AsyncConnectionPool, Depend
                     settings: Annotated[Settings, Depends(get_settings)]) -> dict[str, Any]:
     order = await _local_session(pool, settings, session_id)
     stable = uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex  # the same page, clicked twice, is the same event
+    if order.get("kind") == "booking":
+        event = booking_session_completed(session_id=session_id, payment_intent=f"pi_local_{stable[:24]}", booking_id=str(order["id"]),
+                                          business_id=str(order["business_id"]), amount_cents=order["total_cents"],
+                                          event_id=f"evt_local_{stable}")
+        return {"outcome": await apply_event(pool, event), "booking_id": str(order["id"])}
     event = session_completed(session_id=session_id, payment_intent=f"pi_local_{stable[:24]}", order_id=str(order["id"]),
                               business_id=str(order["business_id"]), amount_cents=order["total_cents"], event_id=f"evt_local_{stable}")
     return {"outcome": await apply_event(pool, event), "order_id": str(order["id"])}

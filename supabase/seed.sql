@@ -151,3 +151,23 @@ insert into public.credit_transactions (business_id, kind, credits, reason, idem
 values ('00000000-0000-4000-8000-000000000001', 'top_up', 1000, 'welcome credits (seed)', 'seed:welcome')
 on conflict on constraint credit_transactions_business_key do nothing;
 -- ---- end voice ----
+
+-- >>> bookings (issue 8): a latte-art class at Downtown, twice a day, and its sessions for four weeks
+insert into public.activities (business_id, id, venue_id, name, description, duration_minutes, price_tiers, min_party, max_party,
+                               is_published) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0001', '00000000-0000-4000-8000-000000000101',
+   'Latte art class', 'Pour hearts and tulips with our baristas; milk and coffee included.', 60,
+   '[{"key": "adult", "name": "Adult", "price_cents": 3500}, {"key": "child", "name": "Child (8-15)", "price_cents": 2000}]', 1, 6, true)
+on conflict do nothing;
+
+insert into public.activity_schedules (business_id, activity_id, weekday, start_time, capacity)
+select '00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000c0001', d, t, 8
+from generate_series(0, 6) d cross join (values ('10:00'::time), ('18:00'::time)) as s (t)
+on conflict do nothing;
+
+insert into public.booking_promo_codes (business_id, code, percent_off) values
+  ('00000000-0000-4000-8000-000000000001', 'WELCOME10', 10)
+on conflict do nothing;
+
+select app.generate_sessions('00000000-0000-4000-8000-000000000001', 28);
+-- <<< bookings

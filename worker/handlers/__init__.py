@@ -1,3 +1,10 @@
 """Built-in handlers, one module per Brigade module; importing this registers them."""
 
-from worker.handlers import campaigns, crm, loyalty, ordering, platform  # noqa: F401
+from worker.handlers import (  # noqa: F401
+    bookings,
+    campaigns,
+    crm,
+    loyalty,
+    ordering,
+    platform,
+)
