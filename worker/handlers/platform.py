@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from brigade import queries
+from brigade.providers import ProviderError
 from brigade.events import Event
 from worker.registry import Context, registry
 
@@ -21,3 +22,56 @@ async def prune(ctx: Context) -> None:
     """Forget old scheduled-run claims and workers gone for an hour."""
     await ctx.conn.execute(queries.get("prune_runs"), {"days": 30})
     await ctx.conn.execute(queries.get("prune_workers"))
+
+
+# -- issue 9: invitations, claim codes and billing periods -----------------------------------------
+
+async def _send_once(event: Event, ctx: Context, event_key: str, channel: str, recipient: str, template: str,
+                     subject: str, text: str) -> bool:
+    """Send one message at most once per (event_key, channel, recipient) through notification_log."""
+    row = await (await ctx.conn.execute(queries.get("notification_once"), {
+        "business_id": event.business_id, "event_key": event_key, "channel": channel, "recipient": recipient,
+        "template": template})).fetchone()
+    if row is None:
+        return False
+    try:
+        if channel == "sms":
+            sent = await ctx.providers.sms.send(recipient, text)
+        else:
+            sent = await ctx.providers.email.send(recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}")
+    except ProviderError as exc:
+        await ctx.conn.execute(queries.get("mark_notification"), {
+            "business_id": event.business_id, "id": row["id"], "status": "failed", "provider": None, "message_id": None,
+            "cost": 0, "error": exc.message})
+        raise
+    await ctx.conn.execute(queries.get("mark_notification"), {
+        "business_id": event.business_id, "id": row["id"], "status": "sent", "provider": sent.provider,
+        "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
+    return True
+
+
+@registry.on("staff.invited")
+async def staff_invited(event: Event, ctx: Context) -> None:
+    """Email the invitation link (the token travels only in the event and the email)."""
+    p = event.payload
+    base = (ctx.settings.public_url or "http://127.0.0.1:3000").rstrip("/")
+    link = f"{base}/invitations/accept?token={p['token']}"
+    text = (f"You are invited to join {p['business_name']} on Brigade as {p['role']}.\n"
+            f"Accept before {p['expires_at']}: {link}\nSign in with this email address ({p['email']}).")
+    await _send_once(event, ctx, f"staff.invited:{p['invitation_id']}", "email", p["email"], "staff_invitation",
+                     f"Join {p['business_name']} on Brigade", text)
+
+
+@registry.on("customer.claim_requested")
+async def claim_requested(event: Event, ctx: Context) -> None:
+    """Send the one-time code that lets a signed-in customer claim their guest orders."""
+    p = event.payload
+    text = f"{p['business_name']}: your code to link your past orders is {p['code']}. It expires in 10 minutes."
+    await _send_once(event, ctx, f"customer.claim:{p['claim_id']}", p["channel"], p["destination"], "order_claim_code",
+                     f"Your {p['business_name']} code", text)
+
+
+@registry.scheduled("billing.close_periods", "5 0 * * *")
+async def close_billing_periods(ctx: Context) -> None:
+    """Finalise the invoices of periods that ended and open the next period's draft."""
+    await ctx.conn.execute("select app.close_due_billing_periods(now())")
