@@ -192,6 +192,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return demo.run(settings)
 
 
+def cmd_operator_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from brigade import operator_demo
+
+    return operator_demo.main(settings)
+
+
 def cmd_jwt(args: argparse.Namespace, settings: Settings) -> int:
     if args.role == "authenticated":
         if not args.sub:
@@ -234,6 +240,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_parser("stats", help="outbox depth")
 
     sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
+    sub.add_parser("operator-demo", help="a new business from nothing to a live storefront taking a paid order (docs/operator-walkthrough.md)")
 
     j = sub.add_parser("jwt", help="sign a local JWT")
     j.add_argument("--role", choices=["anon", "authenticated", "service_role"], default="authenticated")
@@ -249,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     logs.configure(settings.log_format)
     handlers = {"up": cmd_up, "db": cmd_db, "serve": cmd_serve, "worker": cmd_worker, "events": cmd_events, "jwt": cmd_jwt,
-                "demo": cmd_demo}
+                "demo": cmd_demo, "operator-demo": cmd_operator_demo}
     return handlers[args.command](args, settings)
 
 
