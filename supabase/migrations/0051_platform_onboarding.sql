@@ -221,12 +221,17 @@ begin
 end
 $$;
 
-/** Every membership change lands in the audit log, whichever path made it. */
+/** Every membership change a person makes (owner, manager, operator, the invited person accepting)
+    lands in the audit log, whichever path made it. Provisioning by the service role or a session
+    without claims (seed, support scripts) is not a person's action and is left out. */
 create function app.tg_memberships_audit() returns trigger
 language plpgsql security definer
 set search_path = ''
 as $$
 begin
+  if coalesce(auth.role(), '') in ('', 'service_role') and not app.is_platform_admin() then
+    return null;
+  end if;
   if tg_op = 'INSERT' then
     perform app.audit(new.business_id, 'member.added', jsonb_build_object('user_id', new.user_id, 'role', new.role));
   elsif tg_op = 'UPDATE' then
