@@ -121,3 +121,16 @@ insert into public.recipe_lines (business_id, id, product_id, variant_id, modifi
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1010', '00000000-0000-4000-8000-0000000d0004', null, null, 'avocado', 1),
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000a1011', '00000000-0000-4000-8000-0000000d0004', null, null, 'sourdough', 2)
 on conflict do nothing;
+
+-- ==== issue 9: platform — the demo café's storefront is live (payment account, theme, published) ====
+update public.businesses set stripe_account_id = 'acct_democafelocal'
+where id = '00000000-0000-4000-8000-000000000001' and stripe_account_id is null;
+insert into public.storefront_settings (business_id, subdomain) values ('00000000-0000-4000-8000-000000000001', 'demo-cafe')
+on conflict (business_id) do nothing;
+update public.storefront_settings
+set theme_colors = '{"primary": "#6F4E37", "accent": "#F2C14E", "background": "#FFFBF5"}',
+    logo_url = 'https://cdn.brigade.local/demo-cafe/logo.png', tagline = 'Coffee, croissants and a good table'
+where business_id = '00000000-0000-4000-8000-000000000001' and theme_colors = '{}';
+update public.storefront_settings set is_published = true
+where business_id = '00000000-0000-4000-8000-000000000001' and not is_published;
+-- ==== end issue 9 ====
