@@ -596,3 +596,21 @@ where p.key = v.key;
 
 update public.business_subscriptions s set trial_ends_at = s.current_period_start + interval '14 days'
 where s.trial_ends_at is null and s.status = 'trial';
+
+-- section stripe billing wiring
+/** Stripe Billing events arrive through the same webhook and ledger as payments (app.apply_stripe_event
+    records each event once in stripe_events); this trigger hands the subscription and invoice ones to
+    the billing adapter, without touching the order flow's dispatch. */
+create function app.tg_stripe_events_billing() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+begin
+  perform app.apply_stripe_billing_event(new.payload);
+  return null;
+end
+$$;
+
+create trigger stripe_events_billing after insert on public.stripe_events
+  for each row when (new.type like 'customer.subscription.%' or new.type in ('invoice.paid', 'invoice.payment_failed'))
+  execute function app.tg_stripe_events_billing();

@@ -221,3 +221,16 @@ def test_closing_a_period_finalises_the_invoice_and_starts_the_next(conn: Conn, 
     assert conn.execute("select app.close_due_billing_periods('2026-11-15T00:00Z') as n").fetchone() == {"n": 0}
     started = conn.execute("select message -> 'payload' as p from pgmq.q_brigade_events where message ->> 'topic' = 'billing.period_started'").fetchall()
     assert len(started) == 1 and started[0]["p"]["voice_credits_included"] == plan(conn, "starter")["voice_credits_included"]
+
+
+def test_billing_events_arrive_through_the_stripe_webhook_ledger(conn: Conn, tenant: Tenant) -> None:
+    b = tenant.business_id
+    event = {"id": "evt_billing_1", "object": "event", "type": "customer.subscription.updated", "livemode": False,
+             "data": {"object": {"id": "sub_w", "object": "subscription", "customer": "cus_w", "status": "past_due",
+                                 "metadata": {"business_id": str(b)}}}}
+    for _ in range(2):  # a retried delivery is recorded once
+        conn.execute("select app.apply_stripe_event(%s)", (json.dumps(event),))
+    row = conn.execute("select status, stripe_subscription_id from public.business_subscriptions where business_id = %s", (b,)).fetchone()
+    assert row == {"status": "past_due", "stripe_subscription_id": "sub_w"}
+    actions = conn.execute("select count(*) as n from public.stripe_events where id = 'evt_billing_1'").fetchone()
+    assert actions == {"n": 1}
