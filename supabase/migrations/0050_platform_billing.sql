@@ -109,15 +109,15 @@ as $$
 $$;
 revoke all on function app.orders_month_counter(uuid, timestamptz) from public;
 grant execute on function app.orders_month_counter(uuid, timestamptz) to service_role;
-/** Current usage against each limit of the plan: venues, staff (members + pending invitations are
-    counted by the invitation code), orders this calendar month in the business's time zone. */
+/** Current usage against each limit of the plan: venues, staff (members other than drivers; pending
+    invitations are counted by the invitation code), orders this calendar month in the business's time zone. */
 create function app.business_usage(p_business_id uuid) returns jsonb
 language sql stable security definer
 set search_path = ''
 as $$
   select jsonb_build_object(
     'venues', (select count(*) from public.venues v where v.business_id = p_business_id),
-    'staff', (select count(*) from public.memberships m where m.business_id = p_business_id),
+    'staff', (select count(*) from public.memberships m where m.business_id = p_business_id and m.role <> 'driver'),
     'orders_this_month', coalesce((select c.value from app.business_counters c
                                    where c.business_id = p_business_id and c.name = app.orders_month_counter(p_business_id, now())), 0))
 $$;
@@ -283,14 +283,18 @@ begin
 end
 $$;
 
+/** Drivers are not counted: the dispatch module manages (and prices) the driver pool. */
 create function app.tg_plan_limit_memberships() returns trigger
 language plpgsql security definer
 set search_path = ''
 as $$
 begin
+  if new.role = 'driver' or (tg_op = 'UPDATE' and old.role <> 'driver') then
+    return new;
+  end if;
   perform 1 from public.business_subscriptions s where s.business_id = new.business_id for update;
   perform app.check_plan_limit(new.business_id, 'staff',
-    (select count(*) from public.memberships m where m.business_id = new.business_id));
+    (select count(*) from public.memberships m where m.business_id = new.business_id and m.role <> 'driver'));
   return new;
 end
 $$;
@@ -367,7 +371,7 @@ $$;
 
 create trigger venues_plan_limit before insert on public.venues
   for each row execute function app.tg_plan_limit_venues();
-create trigger memberships_plan_limit before insert on public.memberships
+create trigger memberships_plan_limit before insert or update of role on public.memberships
   for each row execute function app.tg_plan_limit_memberships();
 create trigger orders_plan_limit before insert on public.orders
   for each row execute function app.tg_plan_limit_orders();

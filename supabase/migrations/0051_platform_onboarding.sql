@@ -375,10 +375,12 @@ begin
   perform 1 from public.business_subscriptions s where s.business_id = p_business_id for update;
   update public.staff_invitations set revoked_at = now()
   where business_id = p_business_id and lower(email) = v_email and accepted_at is null and revoked_at is null;
-  perform app.check_plan_limit(p_business_id, 'staff',
-    (select count(*) from public.memberships m where m.business_id = p_business_id)
-    + (select count(*) from public.staff_invitations i where i.business_id = p_business_id
-       and i.accepted_at is null and i.revoked_at is null and i.expires_at > now()));
+  if p_role <> 'driver' then
+    perform app.check_plan_limit(p_business_id, 'staff',
+      (select count(*) from public.memberships m where m.business_id = p_business_id and m.role <> 'driver')
+      + (select count(*) from public.staff_invitations i where i.business_id = p_business_id and i.role <> 'driver'
+         and i.accepted_at is null and i.revoked_at is null and i.expires_at > now()));
+  end if;
 
   insert into public.staff_invitations (business_id, id, email, role, venue_ids, token_hash, invited_by, expires_at)
   values (p_business_id, v_id, v_email, p_role, coalesce(p_venue_ids, '{}'), app.invitation_hash(v_secret), auth.uid(), v_expires);

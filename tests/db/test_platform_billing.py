@@ -62,14 +62,21 @@ def test_a_starter_cannot_add_a_sixth_venue(api: Api, conn: Conn, tenant: Tenant
                         (tenant.business_id,)).fetchone() == {"plan_key": "growth"}
 
 
-def test_staff_limit_counts_members(conn: Conn, factory: Factory, tenant: Tenant) -> None:
+def test_staff_limit_counts_members_but_not_drivers(api: Api, conn: Conn, factory: Factory, tenant: Tenant) -> None:
     limit = plan(conn, "starter")["max_staff"]
-    have = conn.execute("select count(*) as n from public.memberships where business_id = %s", (tenant.business_id,)).fetchone()["n"]  # type: ignore[index]
+    have = conn.execute("select count(*) as n from public.memberships where business_id = %s and role <> 'driver'",
+                        (tenant.business_id,)).fetchone()["n"]  # type: ignore[index]
+    assert have == 3
     for _ in range(limit - have):
         factory.member(tenant.business_id, factory.user(), "staff")
     with pytest.raises(psycopg.Error) as err:
         factory.member(tenant.business_id, factory.user(), "staff")
     assert err.value.diag.sqlstate == "BR702" and err.value.diag.message_hint == "staff_limit"
+    factory.member(tenant.business_id, factory.user(), "driver")  # the driver pool is the dispatch module's
+    with pytest.raises(psycopg.Error) as err:  # nor can a driver be promoted into a full team
+        api.run(tenant.claims("owner"), "update public.memberships set role = 'staff' where business_id = %s and user_id = %s",
+                (tenant.business_id, tenant.users["driver"]))
+    assert err.value.diag.sqlstate == "BR702"
     conn.execute("select app.change_plan(%s, 'growth')", (tenant.business_id,))
     factory.member(tenant.business_id, factory.user(), "staff")
 
