@@ -131,6 +131,9 @@ def test_a_storefront_goes_live_only_when_the_required_steps_are_done(api: Api, 
         api.run(Claims.anon(), "select public.get_storefront(%s)", (host,))
     assert code(err) == ("PT404", "storefront_not_found")
 
+    api.run(tenant.claims("manager"), "insert into public.venue_hours_exceptions (business_id, venue_id, on_date, is_closed, note) "
+            "values (%s, %s, current_date + 3, true, 'Inventory'), (%s, %s, current_date + 90, true, 'Far away')",
+            (b, tenant.venues[0], b, tenant.venues[0]))
     set_storefront(api, tenant, is_published=True)
     rows = api.run(Claims.anon(), "select subdomain, theme_colors from public.storefront_settings where business_id = %s", (b,))
     assert rows == [{"subdomain": host, "theme_colors": {"primary": "#112233", "accent": "#FFAA00"}}]
@@ -138,6 +141,7 @@ def test_a_storefront_goes_live_only_when_the_required_steps_are_done(api: Api, 
     assert front["business"]["id"] == str(b)
     assert [v["id"] for v in front["venues"]] == [str(tenant.venues[0])]  # the unpublished venue is not shown
     assert len(front["venues"][0]["hours"]) == 7 and front["venues"][0]["is_open_now"] is True
+    assert [e["note"] for e in front["venues"][0]["exceptions"]] == ["Inventory"], "the next 60 days' exceptions"
 
     # suspended: anon sees nothing, the storefront answers 404
     api.run(operator, "select public.admin_set_business_status(%s, 'suspended', 'unpaid invoices')", (b,))
