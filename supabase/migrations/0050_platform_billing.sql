@@ -88,6 +88,21 @@ create index business_subscriptions_period_end_idx on public.business_subscripti
 
 -- section private helpers
 
+/** The operator as every issue-9 function checks it: the operator's JWT, the service role, or a
+    database session that is not running as an API role at all (the Supabase SQL console, psql as
+    postgres). The `role` setting is what PostgREST sets per request and it survives security-definer
+    calls, unlike current_user. */
+create function app.is_operator() returns boolean
+language sql stable
+set search_path = ''
+as $$
+  select app.is_platform_or_service()
+      or coalesce(nullif(current_setting('role', true), ''), 'none') not in ('anon', 'authenticated', 'service_role')
+         and session_user <> 'authenticator'
+$$;
+revoke all on function app.is_operator() from public;
+grant execute on function app.is_operator() to anon, authenticated, service_role;
+
 /** The plan row of a business's subscription (limits, fees). */
 create function app.business_plan(p_business_id uuid) returns public.plans
 language sql stable security definer
@@ -418,7 +433,7 @@ declare
   v_usage jsonb;
   v_total integer;
 begin
-  if not (app.is_platform_or_service() or app.is_member(p_business_id, '{owner}')) then
+  if not (app.is_operator() or app.is_member(p_business_id, '{owner}')) then
     perform app.fail('42501', 'not_member', 'only the owner or the platform operator may change the plan');
   end if;
   select p.* into v_plan from public.plans p where p.key = p_plan_key;
@@ -468,7 +483,7 @@ as $$
 declare
   v_old text;
 begin
-  if not app.is_platform_or_service() then
+  if not app.is_operator() then
     perform app.fail('42501', 'operator_only', 'only the platform operator may change a subscription status');
   end if;
   if p_status not in ('trial', 'active', 'past_due', 'canceled') then
@@ -549,7 +564,7 @@ language plpgsql stable security definer
 set search_path = ''
 as $$
 begin
-  if not (app.is_member(p_business_id, '{owner}') or app.is_platform_or_service()) then
+  if not (app.is_member(p_business_id, '{owner}') or app.is_operator()) then
     perform app.fail('42501', 'not_member', 'only the owner or the platform operator may read the bill');
   end if;
   return (

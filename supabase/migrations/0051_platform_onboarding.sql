@@ -312,7 +312,7 @@ language plpgsql volatile security definer
 set search_path = ''
 as $$
 begin
-  if not (app.is_member(p_business_id, '{owner,manager}') or app.is_platform_or_service()) then
+  if not (app.is_member(p_business_id, '{owner,manager}') or app.is_operator()) then
     perform app.fail('42501', 'not_member', 'not an owner or manager of this business');
   end if;
   return app.onboarding_status(p_business_id);
@@ -346,7 +346,7 @@ declare
   v_expires timestamptz := now() + coalesce(p_valid_for, interval '7 days');
   v_business public.businesses;
 begin
-  if not (app.is_platform_or_service() or app.is_member(p_business_id, '{owner}')
+  if not (app.is_operator() or app.is_member(p_business_id, '{owner}')
           or (app.is_member(p_business_id, '{manager}') and p_role in ('staff', 'driver'))) then
     perform app.fail('42501', 'not_member', 'owners invite any role, managers invite staff and drivers');
   end if;
@@ -479,7 +479,7 @@ declare
   v_inv public.staff_invitations;
 begin
   select i.* into v_inv from public.staff_invitations i where i.id = p_invitation_id for update;
-  if v_inv.id is null or not (app.is_platform_or_service() or app.is_member(v_inv.business_id, '{owner}')
+  if v_inv.id is null or not (app.is_operator() or app.is_member(v_inv.business_id, '{owner}')
                               or (app.is_member(v_inv.business_id, '{manager}') and v_inv.role in ('staff', 'driver'))) then
     perform app.fail('PT404', 'invitation_not_found', 'no such invitation');
   end if;

@@ -5,13 +5,13 @@
 
 -- section private helpers
 
-/** Who may read the operator views: the operator's JWT, the service role, or a database session
-    that is not an API role at all (the SQL console). */
+/** Who may read the operator views: app.is_operator() (the operator's JWT, the service role, the
+    SQL console). */
 create function app.operator_can_read() returns boolean
 language sql stable
 set search_path = ''
 as $$
-  select app.is_platform_or_service() or current_user not in ('anon', 'authenticated')
+  select app.is_operator()
 $$;
 revoke all on function app.operator_can_read() from public;
 grant execute on function app.operator_can_read() to anon, authenticated, service_role;
@@ -91,7 +91,7 @@ declare
   v_modules jsonb := coalesce(p_business -> 'modules', '{"ordering": true}'::jsonb);
   v_invitation jsonb;
 begin
-  if not app.is_platform_or_service() then
+  if not app.is_operator() then
     perform app.fail('42501', 'operator_only', 'only the platform operator may create businesses');
   end if;
   if nullif(trim(p_business ->> 'name'), '') is null or nullif(trim(p_business ->> 'slug'), '') is null then
@@ -146,7 +146,7 @@ as $$
 declare
   v_old text;
 begin
-  if not app.is_platform_or_service() then
+  if not app.is_operator() then
     perform app.fail('42501', 'operator_only', 'only the platform operator may suspend or reinstate a business');
   end if;
   if p_status not in ('active', 'suspended') then
@@ -186,7 +186,7 @@ as $$
 declare
   v_old text;
 begin
-  if not app.is_platform_or_service() then
+  if not app.is_operator() then
     perform app.fail('42501', 'operator_only', 'only the platform operator may set the payment account');
   end if;
   if p_account_id !~ '^acct_[A-Za-z0-9]{6,64}$' then

@@ -189,7 +189,7 @@ declare
   v_out jsonb := '[]'::jsonb;
   v_row jsonb;
 begin
-  if not app.is_platform_or_service() then
+  if not app.is_operator() then
     perform app.fail('42501', 'operator_only', 'only the platform operator may run payouts');
   end if;
   if p_start is null or p_end is null or p_end <= p_start or p_end - p_start > interval '93 days' then
@@ -231,7 +231,7 @@ language plpgsql volatile security definer
 set search_path = ''
 as $$
 begin
-  if not app.is_platform_or_service() then
+  if not app.is_operator() then
     perform app.fail('42501', 'operator_only', 'only the platform operator may mark payouts paid');
   end if;
   update public.business_payouts set status = 'paid', paid_at = now()

@@ -224,7 +224,7 @@ begin
   else
     select r.business_id into v_business from public.order_reviews r where r.id = p_review_id;
   end if;
-  if v_business is null or not (app.is_member(v_business, '{owner,manager}') or app.is_platform_or_service()) then
+  if v_business is null or not (app.is_member(v_business, '{owner,manager}') or app.is_operator()) then
     perform app.fail('PT404', 'not_found', 'no such review');
   end if;
   if p_kind = 'product' then

@@ -250,3 +250,20 @@ def test_team_changes_are_audited(api: Api, conn: Conn, tenant: Tenant) -> None:
         ("member.role_changed", "manager", tenant.users["owner"]), ("member.removed", None, tenant.users["owner"])]
     assert api.rowcount(tenant.claims("manager"), "update public.memberships set role = 'owner' where business_id = %s and user_id = %s",
                         (tenant.business_id, tenant.users["manager"])) == 0
+
+
+def test_the_sql_console_is_the_operator_and_api_roles_are_not(api: Api, db_dsn: str, tenant: Tenant) -> None:
+    """psql / the Supabase SQL editor as postgres, without JWT claims, runs the operator's RPCs and views."""
+    with psycopg.connect(db_dsn, autocommit=True, row_factory=psycopg.rows.dict_row) as console:
+        created = console.execute("select public.admin_create_business(%s) as r", (json.dumps(
+            {"name": "Console Deli", "slug": "console-deli", "owner_email": "deli@example.test"}),)).fetchone()["r"]  # type: ignore[index]
+        listed = console.execute("select slug, plan_key from public.operator_businesses where id = %s", (created["business_id"],)).fetchall()
+        assert listed == [{"slug": "console-deli", "plan_key": "starter"}]
+        assert console.execute("select active_businesses from public.operator_platform_metrics").fetchone()["active_businesses"] >= 2  # type: ignore[index]
+        audit = console.execute("select actor_role from public.audit_log where business_id = %s and action = 'business.created'",
+                                (created["business_id"],)).fetchone()
+        assert audit == {"actor_role": "postgres"}
+    assert api.run(tenant.claims("owner"), "select count(*) as n from public.operator_businesses") == [{"n": 0}]
+    assert api.run(Claims.service(), "select count(*) as n from public.operator_businesses")[0]["n"] >= 2
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        api.run(tenant.claims("owner"), "select public.admin_create_business('{\"name\": \"X\", \"slug\": \"xx-owner\"}')")
