@@ -123,6 +123,11 @@ insert into public.recipe_lines (business_id, id, product_id, variant_id, modifi
 on conflict do nothing;
 
 -- ==== issue 9: platform — the demo café's storefront is live (payment account, theme, published) ====
+-- every module on: the demo café is on the professional plan (15 venues … 100,000 orders a month), active
+update public.business_subscriptions set plan_key = 'professional'
+where business_id = '00000000-0000-4000-8000-000000000001' and plan_key = 'starter';
+update public.business_subscriptions set status = 'active'
+where business_id = '00000000-0000-4000-8000-000000000001' and status = 'trial';
 update public.businesses set stripe_account_id = 'acct_democafelocal'
 where id = '00000000-0000-4000-8000-000000000001' and stripe_account_id is null;
 insert into public.storefront_settings (business_id, subdomain) values ('00000000-0000-4000-8000-000000000001', 'demo-cafe')

@@ -20,3 +20,6 @@ def test_the_demo_storefront_is_live_after_seeding_twice(api: Api, db_dsn: str) 
     assert front["venues"], "the demo café shows its published venues"
     status = api.run(Claims.service(), "select public.onboarding_status('00000000-0000-4000-8000-000000000001') as s")[0]["s"]
     assert status["ready"] is True and status["published"] is True
+    sub = api.run(Claims.service(), "select plan_key, status from public.business_subscriptions "
+                                    "where business_id = '00000000-0000-4000-8000-000000000001'")
+    assert sub == [{"plan_key": "professional", "status": "active"}]
