@@ -384,6 +384,20 @@ begin
 end
 $$;
 
+/** Invoice status only moves forward: draft → open → paid | void (open → void too). BR706. */
+create function app.tg_billing_invoices_status() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if new.status <> old.status and (old.status, new.status) not in
+     (('draft', 'open'), ('draft', 'void'), ('open', 'paid'), ('open', 'void')) then
+    perform app.fail('BR706', 'illegal_invoice_transition', format('an invoice cannot go from %s to %s', old.status, new.status));
+  end if;
+  return new;
+end
+$$;
+
 create trigger venues_plan_limit before insert on public.venues
   for each row execute function app.tg_plan_limit_venues();
 create trigger memberships_plan_limit before insert or update of role on public.memberships
@@ -399,6 +413,8 @@ create trigger business_subscriptions_rebill after update of status, plan_key on
   execute function app.tg_business_subscriptions_rebill();
 create trigger business_subscription_lines_invoice after insert or update on public.business_subscription_lines
   for each row execute function app.tg_business_subscription_lines_invoice();
+create trigger billing_invoices_status before update of status on public.billing_invoices
+  for each row execute function app.tg_billing_invoices_status();
 create trigger billing_invoices_touch before update on public.billing_invoices
   for each row execute function app.tg_touch_updated_at();
 

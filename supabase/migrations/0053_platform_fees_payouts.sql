@@ -121,6 +121,20 @@ $$;
 revoke all on function app.compute_payout(uuid, timestamptz, timestamptz) from public;
 grant execute on function app.compute_payout(uuid, timestamptz, timestamptz) to service_role;
 
+/** The platform's fee on an amount under the business's current plan: round(amount × bps / 10000)
+    + fixed, never more than the amount. The checkout's Stripe Connect application fee should use this
+    too (today it uses businesses.application_fee_bps; see the issue 9 report). */
+create function app.platform_fee_cents(p_business_id uuid, p_amount_cents integer) returns integer
+language sql stable security definer
+set search_path = ''
+as $$
+  select least(greatest(p_amount_cents, 0),
+               round(p_amount_cents::numeric * coalesce(p.platform_fee_bps, 0) / 10000)::integer + coalesce(p.platform_fee_fixed_cents, 0))
+  from (select (app.business_plan(p_business_id)).*) p
+$$;
+revoke all on function app.platform_fee_cents(uuid, integer) from public;
+grant execute on function app.platform_fee_cents(uuid, integer) to service_role;
+
 /** A CSV field, quoted when needed. */
 create function app.csv_field(p_value text) returns text
 language sql immutable
@@ -147,17 +161,30 @@ begin
                                     fee_cents, currency, created_at)
   values (new.business_id, new.id, new.order_id, coalesce(v_plan.key, 'none'), new.amount_cents,
           coalesce(v_plan.platform_fee_bps, 0), coalesce(v_plan.platform_fee_fixed_cents, 0),
-          least(greatest(new.amount_cents, 0),
-                round(new.amount_cents::numeric * coalesce(v_plan.platform_fee_bps, 0) / 10000)::integer
-                + coalesce(v_plan.platform_fee_fixed_cents, 0)),
+          app.platform_fee_cents(new.business_id, new.amount_cents),
           new.currency, new.created_at)
   on conflict (business_id, payment_id) do nothing;
   return null;
 end
 $$;
 
+/** A paid payout is final: no going back to pending, no edits to its amounts. BR742. */
+create function app.tg_business_payouts_final() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if old.status = 'paid' then
+    perform app.fail('BR742', 'payout_final', 'a paid payout cannot change');
+  end if;
+  return new;
+end
+$$;
+
 create trigger payments_platform_fee after insert on public.payments
   for each row execute function app.tg_payments_platform_fee();
+create trigger business_payouts_final before update on public.business_payouts
+  for each row execute function app.tg_business_payouts_final();
 create trigger platform_fees_append_only before update or delete on public.platform_fees
   for each row when (pg_trigger_depth() = 0) execute function app.tg_append_only();
 

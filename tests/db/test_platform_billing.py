@@ -226,6 +226,9 @@ def test_closing_a_period_finalises_the_invoice_and_starts_the_next(conn: Conn, 
     assert len(closed) == 1 and closed[0]["total_cents"] == 2900
     assert invoices[-1]["status"] == "draft"
     assert conn.execute("select app.close_due_billing_periods('2026-11-15T00:00Z') as n").fetchone() == {"n": 0}
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute("update public.billing_invoices set status = 'draft' where business_id = %s and status = 'open'", (b,))
+    assert err.value.diag.sqlstate == "BR706"
     started = conn.execute("select message -> 'payload' as p from pgmq.q_brigade_events where message ->> 'topic' = 'billing.period_started'").fetchall()
     assert len(started) == 1 and started[0]["p"]["voice_credits_included"] == plan(conn, "starter")["voice_credits_included"]
 

@@ -77,6 +77,9 @@ def test_payouts_net_out_fees_refunds_and_delivery_costs(api: Api, conn: Conn, m
     assert api.run(operator, "select app.mark_payout_paid(%s, %s) as r", (b, payout["id"])) == [{"r": True}]
     conn.execute("drop function app.order_delivery_cost(uuid)")
     assert run()["delivery_cost_cents"] == 675
+    with pytest.raises(psycopg.Error) as err:
+        conn.execute("update public.business_payouts set status = 'pending' where id = %s", (payout["id"],))
+    assert err.value.diag.sqlstate == "BR742"
     actions = [r["action"] for r in conn.execute("select action from public.audit_log where business_id = %s and action like 'payout.%%' order by id", (b,))]
     assert actions == ["payout.computed", "payout.computed", "payout.paid", "payout.computed"]
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
