@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+from psycopg.types.json import Jsonb
+
 from brigade import queries
+from brigade.billing import StripeBilling
 from brigade.providers import ProviderError
 from brigade.events import Event
 from worker.registry import Context, registry
@@ -75,3 +81,22 @@ async def claim_requested(event: Event, ctx: Context) -> None:
 async def close_billing_periods(ctx: Context) -> None:
     """Finalise the invoices of periods that ended and open the next period's draft."""
     await ctx.conn.execute("select app.close_due_billing_periods(now())")
+
+
+@registry.on("billing.sync_requested")
+async def sync_stripe_billing(event: Event, ctx: Context) -> None:
+    """Bring the Stripe subscription's items in line with the open subscription lines (Stripe prorates).
+    Serialised per business by the subscription row lock; the same diff is the same idempotency key."""
+    if ctx.settings.payments_provider != "stripe":
+        return
+    await ctx.conn.execute("select 1 from public.business_subscriptions where business_id = %s for update", (event.business_id,))
+    row = await (await ctx.conn.execute("select app.stripe_billing_diff(%s) as d", (event.business_id,))).fetchone()
+    diff = row["d"] if row else None
+    if not diff or (not diff["delete"] and not diff["add"]):
+        return
+    items = [{"id": d["stripe_item_id"], "deleted": True} for d in diff["delete"]] + [{"price": a["price"]} for a in diff["add"]]
+    key = "billing-sync:" + hashlib.sha256(json.dumps(diff, sort_keys=True).encode()).hexdigest()[:32]
+    result = await StripeBilling(ctx.settings).update_items(diff["subscription_id"], items, idempotency_key=key)
+    await ctx.conn.execute("select app.record_stripe_billing_sync(%s, %s, %s)", (event.business_id, Jsonb(diff), Jsonb(result)))
+    ctx.log.info("stripe billing synced", extra={"action": "billing_synced", "business_id": str(event.business_id),
+                                                  "added": len(diff["add"]), "deleted": len(diff["delete"])})
