@@ -202,6 +202,12 @@ def cmd_voice_demo(args: argparse.Namespace, settings: Settings) -> int:
     return voice_demo.run(settings)
 
 
+def cmd_operator_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from brigade import operator_demo
+
+    return operator_demo.main(settings)
+
+
 def cmd_jwt(args: argparse.Namespace, settings: Settings) -> int:
     if args.role == "authenticated":
         if not args.sub:
@@ -246,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
     d.add_argument("--bookings", action="store_true", help="drive one booking instead (the demo's latte-art class)")
     sub.add_parser("voice-demo", help="one phone order by voice against the running local stack (signed like Twilio)")
+    sub.add_parser("operator-demo", help="a new business from nothing to a live storefront taking a paid order (docs/operator-walkthrough.md)")
 
     j = sub.add_parser("jwt", help="sign a local JWT")
     j.add_argument("--role", choices=["anon", "authenticated", "service_role"], default="authenticated")
@@ -261,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     logs.configure(settings.log_format)
     handlers = {"up": cmd_up, "db": cmd_db, "serve": cmd_serve, "worker": cmd_worker, "events": cmd_events, "jwt": cmd_jwt,
-                "demo": cmd_demo, "voice-demo": cmd_voice_demo}
+                "demo": cmd_demo, "voice-demo": cmd_voice_demo, "operator-demo": cmd_operator_demo}
     return handlers[args.command](args, settings)
 
 

@@ -171,3 +171,21 @@ on conflict do nothing;
 
 select app.generate_sessions('00000000-0000-4000-8000-000000000001', 28);
 -- <<< bookings
+
+-- ==== issue 9: platform — the demo café's storefront is live (payment account, theme, published) ====
+-- every module on: the demo café is on the professional plan (15 venues … 100,000 orders a month), active
+update public.business_subscriptions set plan_key = 'professional'
+where business_id = '00000000-0000-4000-8000-000000000001' and plan_key = 'starter';
+update public.business_subscriptions set status = 'active'
+where business_id = '00000000-0000-4000-8000-000000000001' and status = 'trial';
+update public.businesses set stripe_account_id = 'acct_democafelocal'
+where id = '00000000-0000-4000-8000-000000000001' and stripe_account_id is null;
+insert into public.storefront_settings (business_id, subdomain) values ('00000000-0000-4000-8000-000000000001', 'demo-cafe')
+on conflict (business_id) do nothing;
+update public.storefront_settings
+set theme_colors = '{"primary": "#6F4E37", "accent": "#F2C14E", "background": "#FFFBF5"}',
+    logo_url = 'https://cdn.brigade.local/demo-cafe/logo.png', tagline = 'Coffee, croissants and a good table'
+where business_id = '00000000-0000-4000-8000-000000000001' and theme_colors = '{}';
+update public.storefront_settings set is_published = true
+where business_id = '00000000-0000-4000-8000-000000000001' and not is_published;
+-- ==== end issue 9 ====

@@ -17,7 +17,8 @@ def test_migrations_are_named_and_numbered_in_order() -> None:
     migrations = list_migrations()
     assert migrations, "no migrations found"
     versions = [int(m.version) for m in migrations]
-    assert versions == list(range(1, len(versions) + 1)), f"versions must be contiguous from 0001: {versions}"
+    # Each module owns a block of numbers (0050–0059 platform billing/operator, …), so gaps are expected.
+    assert versions[0] == 1 and versions == sorted(set(versions)), f"versions must be unique and increasing from 0001: {versions}"
     for migration in migrations:
         module = migration.name.split("_")[0]
         assert module in {"platform", "catalog", "ordering", "crm", "loyalty", "campaigns", "voice", "dispatch",

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+from psycopg.types.json import Jsonb
+
 from brigade import queries
+from brigade.billing import StripeBilling
+from brigade.providers import ProviderError
 from brigade.events import Event
 from worker.registry import Context, registry
 
@@ -21,3 +28,75 @@ async def prune(ctx: Context) -> None:
     """Forget old scheduled-run claims and workers gone for an hour."""
     await ctx.conn.execute(queries.get("prune_runs"), {"days": 30})
     await ctx.conn.execute(queries.get("prune_workers"))
+
+
+# -- issue 9: invitations, claim codes and billing periods -----------------------------------------
+
+async def _send_once(event: Event, ctx: Context, event_key: str, channel: str, recipient: str, template: str,
+                     subject: str, text: str) -> bool:
+    """Send one message at most once per (event_key, channel, recipient) through notification_log."""
+    row = await (await ctx.conn.execute(queries.get("notification_once"), {
+        "business_id": event.business_id, "event_key": event_key, "channel": channel, "recipient": recipient,
+        "template": template})).fetchone()
+    if row is None:
+        return False
+    try:
+        if channel == "sms":
+            sent = await ctx.providers.sms.send(recipient, text)
+        else:
+            sent = await ctx.providers.email.send(recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}")
+    except ProviderError as exc:
+        await ctx.conn.execute(queries.get("mark_notification"), {
+            "business_id": event.business_id, "id": row["id"], "status": "failed", "provider": None, "message_id": None,
+            "cost": 0, "error": exc.message})
+        raise
+    await ctx.conn.execute(queries.get("mark_notification"), {
+        "business_id": event.business_id, "id": row["id"], "status": "sent", "provider": sent.provider,
+        "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
+    return True
+
+
+@registry.on("staff.invited")
+async def staff_invited(event: Event, ctx: Context) -> None:
+    """Email the invitation link (the token travels only in the event and the email)."""
+    p = event.payload
+    base = (ctx.settings.public_url or "http://127.0.0.1:3000").rstrip("/")
+    link = f"{base}/invitations/accept?token={p['token']}"
+    text = (f"You are invited to join {p['business_name']} on Brigade as {p['role']}.\n"
+            f"Accept before {p['expires_at']}: {link}\nSign in with this email address ({p['email']}).")
+    await _send_once(event, ctx, f"staff.invited:{p['invitation_id']}", "email", p["email"], "staff_invitation",
+                     f"Join {p['business_name']} on Brigade", text)
+
+
+@registry.on("customer.claim_requested")
+async def claim_requested(event: Event, ctx: Context) -> None:
+    """Send the one-time code that lets a signed-in customer claim their guest orders."""
+    p = event.payload
+    text = f"{p['business_name']}: your code to link your past orders is {p['code']}. It expires in 10 minutes."
+    await _send_once(event, ctx, f"customer.claim:{p['claim_id']}", p["channel"], p["destination"], "order_claim_code",
+                     f"Your {p['business_name']} code", text)
+
+
+@registry.scheduled("billing.close_periods", "5 0 * * *")
+async def close_billing_periods(ctx: Context) -> None:
+    """Finalise the invoices of periods that ended and open the next period's draft."""
+    await ctx.conn.execute("select app.close_due_billing_periods(now())")
+
+
+@registry.on("billing.sync_requested")
+async def sync_stripe_billing(event: Event, ctx: Context) -> None:
+    """Bring the Stripe subscription's items in line with the open subscription lines (Stripe prorates).
+    Serialised per business by the subscription row lock; the same diff is the same idempotency key."""
+    if ctx.settings.payments_provider != "stripe":
+        return
+    await ctx.conn.execute("select 1 from public.business_subscriptions where business_id = %s for update", (event.business_id,))
+    row = await (await ctx.conn.execute("select app.stripe_billing_diff(%s) as d", (event.business_id,))).fetchone()
+    diff = row["d"] if row else None
+    if not diff or (not diff["delete"] and not diff["add"]):
+        return
+    items = [{"id": d["stripe_item_id"], "deleted": True} for d in diff["delete"]] + [{"price": a["price"]} for a in diff["add"]]
+    key = "billing-sync:" + hashlib.sha256(json.dumps(diff, sort_keys=True).encode()).hexdigest()[:32]
+    result = await StripeBilling(ctx.settings).update_items(diff["subscription_id"], items, idempotency_key=key)
+    await ctx.conn.execute("select app.record_stripe_billing_sync(%s, %s, %s)", (event.business_id, Jsonb(diff), Jsonb(result)))
+    ctx.log.info("stripe billing synced", extra={"action": "billing_synced", "business_id": str(event.business_id),
+                                                  "added": len(diff["add"]), "deleted": len(diff["delete"])})

@@ -1,0 +1,36 @@
+-- operator_list_businesses --
+-- The operator's business list, searched by name, slug, subdomain or owner email.
+select * from public.operator_businesses b
+where %(q)s = ''
+   or b.name ilike '%%' || %(q)s || '%%' or b.slug ilike '%%' || %(q)s || '%%'
+   or coalesce(b.subdomain, '') ilike '%%' || %(q)s || '%%'
+   or exists (select 1 from unnest(b.owner_emails) e where e ilike '%%' || %(q)s || '%%')
+order by b.created_at desc
+limit %(limit)s
+
+-- operator_recent_audit --
+-- The last actions on one business.
+select id, actor_user_id, actor_role, action, details, created_at
+from public.audit_log where business_id = %(business_id)s order by id desc limit 50
+
+-- operator_audit --
+-- The audit log, for one business or all.
+select business_id, id, actor_user_id, actor_role, action, details, created_at
+from public.audit_log
+where %(business_id)s::uuid is null or business_id = %(business_id)s::uuid
+order by created_at desc, id desc limit %(limit)s
+
+-- notification_once --
+-- A notification row for a one-off send; returned only while it is still to be sent (pending or failed).
+with ins as (
+  insert into public.notification_log (business_id, event_key, channel, recipient, template)
+  values (%(business_id)s, %(event_key)s, %(channel)s, %(recipient)s, %(template)s)
+  on conflict on constraint notification_log_natural_key do nothing
+  returning id
+)
+select id from ins
+union all
+select n.id from public.notification_log n
+where n.business_id = %(business_id)s and n.event_key = %(event_key)s and n.channel = %(channel)s
+  and n.recipient = %(recipient)s and n.status in ('pending', 'failed')
+limit 1
