@@ -13,3 +13,7 @@ insert into public.notification_log (business_id, event_key, channel, recipient,
 values (%(business_id)s, 'voice.payment_link:' || %(order_id)s::text, 'sms', %(recipient)s, 'payment_link', %(status)s, %(provider)s,
   %(message_id)s, %(cost)s, %(order_id)s::uuid, %(venue_id)s, %(detail)s, %(error)s, case when %(status)s::text = 'sent' then now() end)
 on conflict on constraint notification_log_natural_key do nothing
+
+-- top_up_plan_voice_credits --
+-- The plan's included voice credits for the current billing period (what is still due).
+select app.top_up_plan_voice_credits(%(business_id)s::uuid) as granted

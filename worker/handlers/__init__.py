@@ -7,4 +7,5 @@ from worker.handlers import (  # noqa: F401
     loyalty,
     ordering,
     platform,
+    voice,
 )
