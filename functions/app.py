@@ -17,7 +17,7 @@ from brigade.db import open_pool
 from brigade.errors import BrigadeError
 from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
-from functions import admin, checkout, consent, health, refund, stripe_webhook
+from functions import admin, checkout, consent, delivery_webhook, health, refund, stripe_webhook
 
 log = logging.getLogger("brigade.functions")
 PREFIX = "/functions/v1"
@@ -83,6 +83,7 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
                                    "path": request.url.path, "status": response.status_code})
         return response
 
-    for router in (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router, *(extra_routers or [])):
+    for router in (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router, delivery_webhook.router,
+                   *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app

@@ -180,8 +180,11 @@ $$;
 
 create trigger drivers_guard before update on public.drivers
   for each row execute function app.tg_drivers_guard();
-create trigger driver_locations_append_only before update or delete on public.driver_locations
+-- Positions are never rewritten; only the retention job (the worker, not an API role) deletes old ones.
+create trigger driver_locations_append_only before update on public.driver_locations
   for each row execute function app.tg_append_only();
+create trigger driver_locations_no_api_delete before delete on public.driver_locations
+  for each row when (current_user in ('anon', 'authenticated')) execute function app.tg_append_only();
 
 -- section policies
 

@@ -643,7 +643,14 @@ begin
   if v_delivery.provider is distinct from p_provider then
     v_outcome := 'ignored';  -- another network (or an own driver) holds this delivery
   else
-    v_new_position := v_lat is not null and (v_delivery.courier_updated_at is null or v_at > v_delivery.courier_updated_at);
+    v_new_position := v_lat is not null and v_delivery.status not in ('delivered', 'cancelled', 'failed')
+                      and (v_delivery.courier_updated_at is null or v_at > v_delivery.courier_updated_at);
+    -- the position first, while the delivery is open (a final event carries the last one)
+    if v_new_position then
+      update public.deliveries x set courier_latitude = v_lat, courier_longitude = v_lon, courier_updated_at = v_at,
+        eta = coalesce(v_eta, app.delivery_eta(x, v_lat, v_lon, (app.dispatch_rules(x.business_id, x.venue_id)).average_speed_kmh, v_at))
+      where x.business_id = v_delivery.business_id and x.id = v_delivery.id;
+    end if;
     if v_status is not null and app.delivery_transition_allowed(v_delivery.status, v_status) then
       v_outcome := 'applied';
       update public.deliveries set status = v_status,
@@ -657,17 +664,13 @@ begin
         proof_photo_url = coalesce(v_data #>> '{dropoff,verification,picture,image_url}', v_data ->> 'dropoff_verification_image_url', proof_photo_url),
         proof_signature_url = coalesce(v_data #>> '{dropoff,verification,signature,image_url}', v_data ->> 'dropoff_signature_image_url', proof_signature_url)
       where business_id = v_delivery.business_id and id = v_delivery.id;
+      if v_eta is not null and not v_new_position and v_status not in ('delivered', 'cancelled', 'failed') then
+        update public.deliveries set eta = v_eta where business_id = v_delivery.business_id and id = v_delivery.id;
+      end if;
     elsif v_new_position then
       v_outcome := 'position';
     else
       v_outcome := 'stale';
-    end if;
-    if v_new_position and v_outcome <> 'stale' then
-      update public.deliveries x set courier_latitude = v_lat, courier_longitude = v_lon, courier_updated_at = v_at,
-        eta = coalesce(v_eta, app.delivery_eta(x, v_lat, v_lon, (app.dispatch_rules(x.business_id, x.venue_id)).average_speed_kmh, v_at))
-      where x.business_id = v_delivery.business_id and x.id = v_delivery.id and x.status not in ('delivered', 'cancelled', 'failed');
-    elsif v_eta is not null and v_outcome = 'applied' then
-      update public.deliveries set eta = v_eta where business_id = v_delivery.business_id and id = v_delivery.id;
     end if;
   end if;
   insert into public.delivery_events (business_id, delivery_id, source, external_event_id, kind, mapped_status, outcome, payload, occurred_at)

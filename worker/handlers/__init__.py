@@ -1,3 +1,3 @@
 """Built-in handlers, one module per Brigade module; importing this registers them."""
 
-from worker.handlers import crm, loyalty, ordering, platform  # noqa: F401
+from worker.handlers import crm, dispatch, loyalty, ordering, platform  # noqa: F401
