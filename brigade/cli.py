@@ -187,6 +187,10 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "what", "order") == "dispatch":
+        from brigade import demo_dispatch
+
+        return demo_dispatch.run(settings)
     from brigade import demo
 
     return demo.run(settings)
@@ -233,7 +237,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("dead_id", type=int)
     e.add_parser("stats", help="outbox depth")
 
-    sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
+    dm = sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
+    dm.add_argument("what", nargs="?", choices=["order", "dispatch"], default="order",
+                    help="order: the pickup order flow; dispatch: a delivery offered, timed out, booked with a courier network")
 
     j = sub.add_parser("jwt", help="sign a local JWT")
     j.add_argument("--role", choices=["anon", "authenticated", "service_role"], default="authenticated")

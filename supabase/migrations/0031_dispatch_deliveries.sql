@@ -594,6 +594,7 @@ declare
   v_status public.delivery_status;
   v_outcome text;
   v_new_position boolean;
+  v_after public.deliveries;
 begin
   if p_provider = 'uber' then
     v_data := coalesce(p_event -> 'data', '{}'::jsonb);
@@ -645,10 +646,15 @@ begin
   else
     v_new_position := v_lat is not null and v_delivery.status not in ('delivered', 'cancelled', 'failed')
                       and (v_delivery.courier_updated_at is null or v_at > v_delivery.courier_updated_at);
-    -- the position first, while the delivery is open (a final event carries the last one)
+    -- the position first, while the delivery is open (a final event carries the last one); the ETA
+    -- is computed for the status the event brings (picked up: straight to the drop-off)
     if v_new_position then
+      v_after := v_delivery;
+      if v_status is not null and app.delivery_transition_allowed(v_delivery.status, v_status) then
+        v_after.status := v_status;
+      end if;
       update public.deliveries x set courier_latitude = v_lat, courier_longitude = v_lon, courier_updated_at = v_at,
-        eta = coalesce(v_eta, app.delivery_eta(x, v_lat, v_lon, (app.dispatch_rules(x.business_id, x.venue_id)).average_speed_kmh, v_at))
+        eta = coalesce(v_eta, app.delivery_eta(v_after, v_lat, v_lon, (app.dispatch_rules(x.business_id, x.venue_id)).average_speed_kmh, v_at))
       where x.business_id = v_delivery.business_id and x.id = v_delivery.id;
     end if;
     if v_status is not null and app.delivery_transition_allowed(v_delivery.status, v_status) then
