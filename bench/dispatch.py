@@ -165,6 +165,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with bench_cluster(seed=True) as cluster:
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:  # enough stock for every order
+            conn.execute("insert into public.stock_movements (business_id, venue_id, stock_item_id, delta, reason) "
+                         "select business_id, venue_id, id, 1000000, 'delivery' from public.stock_items")
         tps = pgbench_tps(cluster, seconds=args.pgbench_seconds)
         drivers = make_drivers(cluster.dsn, args.drivers)
         idle_rate, idle_lat = ingest(cluster.dsn, drivers, args.updates, args.clients)

@@ -182,6 +182,7 @@ create index deliveries_external_idx on public.deliveries (external_delivery_id)
 create index deliveries_provider_delivery_idx on public.deliveries (provider, provider_delivery_id) where provider_delivery_id is not null;
 create index delivery_offers_delivery_idx on public.delivery_offers (business_id, delivery_id, status);
 create index delivery_offers_driver_idx on public.delivery_offers (driver_business_id, driver_id, status);
+create index delivery_offers_pending_idx on public.delivery_offers (driver_business_id, driver_id) where status = 'pending';
 create index delivery_events_delivery_idx on public.delivery_events (business_id, delivery_id, id);
 create index driver_earnings_driver_idx on public.driver_earnings (driver_business_id, driver_id, earned_at);
 create index driver_earnings_business_idx on public.driver_earnings (business_id, earned_at);
@@ -247,34 +248,73 @@ $$;
 
 /** Own drivers who may take this delivery now, best first: active assignment to the business (and
     venue), online, available, inside an availability window, close enough, not offered this delivery
-    before; dedicated before shared pool, then by score = km to the venue + load and priority penalties. */
+    before; dedicated before shared pool, then by score = km to the venue + load penalty × (deliveries
+    in hand + offers open elsewhere) + priority penalty × (priority - 1). */
 create function app.dispatch_candidates(p_delivery public.deliveries, p_rules public.venue_dispatch_rules)
 returns table (driver_business_id uuid, driver_id uuid, pool text, distance_km double precision, score double precision)
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select c.driver_business_id, c.driver_id, c.pool, c.km, c.score
-  from (
-    select a.driver_business_id, a.driver_id, a.pool,
-           app.distance_km(d.latitude, d.longitude, p_delivery.pickup_latitude, p_delivery.pickup_longitude) as km,
-           coalesce(app.distance_km(d.latitude, d.longitude, p_delivery.pickup_latitude, p_delivery.pickup_longitude), p_rules.max_pickup_km::float8)
-             + p_rules.load_penalty_km::float8 * (select count(*) from public.deliveries x
-                                                  where x.driver_business_id = d.business_id and x.driver_id = d.id
-                                                    and x.status in ('assigned', 'picked_up'))
-             + p_rules.priority_penalty_km::float8 * (a.priority - 1) as score
+#variable_conflict use_column
+begin
+  -- plpgsql, so the plan is cached across calls (a SQL function's body is planned on every call).
+  -- set-based: the assigned, online drivers close enough first, then their load and windows in one
+  -- pass each (not a query per driver), so a fleet of hundreds is scored in a few milliseconds
+  return query
+  with near as (
+    select a.driver_business_id, a.driver_id, a.pool, a.priority, c.km
     from public.driver_business_assignments a
     join public.drivers d on d.business_id = a.driver_business_id and d.id = a.driver_id
+    -- app.distance_km written out: a function with its own search_path is never inlined, and its
+    -- per-row call cost dominated this query
+    cross join lateral (select 2 * 6371.0 * asin(sqrt(
+      power(sin(radians(p_delivery.pickup_latitude - d.latitude) / 2), 2)
+      + cos(radians(d.latitude)) * cos(radians(p_delivery.pickup_latitude))
+        * power(sin(radians(p_delivery.pickup_longitude - d.longitude) / 2), 2))) as km) c
     where a.business_id = p_delivery.business_id and a.is_active
       and (a.venue_id is null or a.venue_id = p_delivery.venue_id)
       and d.is_online and d.is_available
-      and app.module_enabled(d.business_id, 'dispatch')
-      and app.driver_in_window(d.business_id, d.id, now())
-      and not exists (select 1 from public.delivery_offers o
-                      where o.business_id = p_delivery.business_id and o.delivery_id = p_delivery.id
-                        and o.driver_business_id = d.business_id and o.driver_id = d.id)
-  ) c
-  where c.km is null or c.km <= p_rules.max_pickup_km
-  order by (c.pool = 'dedicated') desc, c.score, c.driver_id
+      and (c.km is null or c.km <= p_rules.max_pickup_km)
+      and (a.driver_business_id = p_delivery.business_id or app.module_enabled(a.driver_business_id, 'dispatch'))
+  ), load as (
+    select x.driver_business_id, x.driver_id, count(*) as n
+    from public.deliveries x join near using (driver_business_id, driver_id)
+    where x.status in ('assigned', 'picked_up')
+    group by 1, 2
+    union all
+    select y.driver_business_id, y.driver_id, count(*)
+    from public.delivery_offers y join near using (driver_business_id, driver_id)
+    where y.status = 'pending'
+    group by 1, 2
+  ), load_by_driver as (
+    select l.driver_business_id, l.driver_id, sum(l.n) as n from load l group by 1, 2
+  ), windows as (
+    select w.business_id as driver_business_id, w.driver_id,
+           bool_or((w.starts_at < w.ends_at and w.weekday = extract(dow from l.local)
+                    and l.local::time >= w.starts_at and l.local::time < w.ends_at)
+                or (w.starts_at > w.ends_at
+                    and ((w.weekday = extract(dow from l.local) and l.local::time >= w.starts_at)
+                      or ((w.weekday + 1) % 7 = extract(dow from l.local) and l.local::time < w.ends_at)))) as open_now
+    from public.driver_availability_windows w
+    join near on near.driver_business_id = w.business_id and near.driver_id = w.driver_id
+    join public.businesses b on b.id = w.business_id
+    cross join lateral (select (now() at time zone b.time_zone) as local) l
+    where w.is_active
+    group by 1, 2
+  )
+  select n.driver_business_id, n.driver_id, n.pool, n.km,
+         coalesce(n.km, p_rules.max_pickup_km::float8)
+           + p_rules.load_penalty_km::float8 * coalesce(lb.n, 0)
+           + p_rules.priority_penalty_km::float8 * (n.priority - 1) as score
+  from near n
+  left join load_by_driver lb on lb.driver_business_id = n.driver_business_id and lb.driver_id = n.driver_id
+  left join windows w on w.driver_business_id = n.driver_business_id and w.driver_id = n.driver_id
+  where coalesce(w.open_now, true)
+    and not exists (select 1 from public.delivery_offers o
+                    where o.business_id = p_delivery.business_id and o.delivery_id = p_delivery.id
+                      and o.driver_business_id = n.driver_business_id and o.driver_id = n.driver_id)
+  order by (n.pool = 'dedicated') desc, 5, n.driver_id;
+end
 $$;
 revoke all on function app.dispatch_candidates(public.deliveries, public.venue_dispatch_rules) from public;
 grant execute on function app.dispatch_candidates(public.deliveries, public.venue_dispatch_rules) to service_role;

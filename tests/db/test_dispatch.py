@@ -159,3 +159,47 @@ def test_dispatch_rules_are_for_managers(api: Api, conn: Conn, factory: Factory,
     assert sqlstate(lambda: api.run(fleet.tenant.claims("manager"), q, (bad, fleet.tenant.business_id))) == "23514"  # checks hold
     assert api.rowcount(fleet.tenant.claims("manager"), q, (good, fleet.tenant.business_id)) == 1
     assert conn.execute(f"select {field}::float8 as v from public.venue_dispatch_rules").fetchone() == {"v": good}
+
+
+def test_own_drivers_get_only_the_venues_limit_before_the_networks(api: Api, conn: Conn, factory: Factory) -> None:
+    fleet = make_fleet(conn, factory, own_limit=0)  # straight to the networks, drivers or not
+    add_driver(conn, factory, fleet, "idle")
+    order = ready_order(api, conn, fleet)
+    step = conn.execute("select app.start_dispatch(%s, %s) as r", (fleet.tenant.business_id, order["order_id"])).fetchone()["r"]  # type: ignore[index]
+    assert step["step"] == "booking" and offers(conn, delivery_of(conn, order)["id"]) == []
+    booking = conn.execute("select message -> 'payload' as p from pgmq.q_brigade_events where message ->> 'topic' = 'delivery.book_provider'").fetchone()
+    assert booking is not None and booking["p"]["providers"] == ["uber", "doordash"]
+
+    fleet2 = make_fleet(conn, factory, own_limit=60, providers="{}")
+    add_driver(conn, factory, fleet2, "one", km_north=0.5)
+    add_driver(conn, factory, fleet2, "two", km_north=1.0)
+    second = ready_order(api, conn, fleet2, phone="+1 212 555 0160")
+    conn.execute("select app.start_dispatch(%s, %s)", (fleet2.tenant.business_id, second["order_id"]))
+    delivery = delivery_of(conn, second)
+    # the venue's own-driver minute has passed when the first driver declines: no second offer, and
+    # with no courier network configured the delivery fails
+    conn.execute("update public.deliveries set first_offered_at = now() - interval '61 seconds' where id = %s", (delivery["id"],))
+    [offer] = offers(conn, delivery["id"])
+    answer = api.run(fleet2.claims("one"), "select public.respond_offer(%s, false) as r", (offer["id"],))[0]["r"]
+    assert answer["next"] == "failed"
+    failed = delivery_of(conn, second)
+    assert failed["status"] == "failed" and "no courier network" in failed["failure_reason"]
+    assert len(offers(conn, delivery["id"])) == 1
+
+
+def test_customers_follow_deliveries_through_realtime(conn: Conn) -> None:
+    tables = {r["tablename"] for r in conn.execute("select tablename from pg_publication_tables where pubname = 'supabase_realtime'")}
+    assert {"deliveries", "delivery_offers"} <= tables
+
+
+def test_load_spreads_simultaneous_orders_over_drivers(api: Api, conn: Conn, factory: Factory) -> None:
+    fleet = make_fleet(conn, factory)
+    add_driver(conn, factory, fleet, "closest", km_north=0.2)
+    add_driver(conn, factory, fleet, "next", km_north=0.8)
+    firsts = []
+    for n in range(2):
+        order = ready_order(api, conn, fleet, phone=f"+1 212 555 017{n}")
+        conn.execute("select app.start_dispatch(%s, %s)", (fleet.tenant.business_id, order["order_id"]))
+        firsts.append(offers(conn, delivery_of(conn, order)["id"])[0]["driver_id"])
+    # the closest driver already holds an open offer (2 km of penalty), so the second order goes to the next one
+    assert firsts == [fleet.drivers["closest"], fleet.drivers["next"]]
