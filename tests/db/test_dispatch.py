@@ -38,6 +38,10 @@ def test_a_driver_writes_and_reads_only_their_own_positions(api: Api, conn: Conn
     # writing as another driver is refused by RLS, whatever the row says
     assert sqlstate(lambda: position(api, fleet.claims("mine"), b, theirs)) == "42501"
     assert sqlstate(lambda: position(api, Claims.anon(), b, mine)) == "42501"
+    with api.session(fleet.claims("mine")) as c:  # a position request commits without waiting for the flush
+        c.execute("set local synchronous_commit = on")  # (the test cluster runs with it off)
+        c.execute("insert into public.driver_locations (business_id, driver_id, latitude, longitude) values (%s, %s, 40.7, -74)", (b, mine))
+        assert c.execute("show synchronous_commit").fetchone() == {"synchronous_commit": "off"}
     position(api, fleet.claims("theirs"), b, theirs, 40.9)
     assert {r["driver_id"] for r in api.run(fleet.claims("mine"), "select driver_id from public.driver_locations")} == {mine}
     # positions are history: not rewritten, not deleted through the API
