@@ -77,6 +77,8 @@ def banner(settings: Settings) -> str:
         "",
         "Try: the whole order flow on the demo business, in another terminal:",
         "  .venv/bin/brigade demo",
+        "A delivery offered to the seeded driver, timing out, booked with a courier network:",
+        "  .venv/bin/brigade demo dispatch",
         "",
         "Or switch the CRM module off for the demo business, as the operator:",
         f"  curl -X PUT {settings.functions_url}/admin/businesses/{DEMO_BUSINESS_ID}/modules/crm \\",

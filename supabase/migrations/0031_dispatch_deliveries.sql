@@ -246,6 +246,18 @@ as $$
   end
 $$;
 
+/** Estimated arrival at the pickup from a position (null once picked up or without coordinates). */
+create function app.pickup_eta(p_delivery public.deliveries, p_lat double precision, p_lon double precision,
+                               p_speed_kmh numeric, p_at timestamptz) returns timestamptz
+language sql immutable
+set search_path = ''
+as $$
+  select case when p_delivery.status in ('picked_up', 'delivered', 'cancelled', 'failed') or p_lat is null
+                   or p_delivery.pickup_latitude is null then null
+              else p_at + make_interval(secs => 3600 * app.distance_km(p_lat, p_lon, p_delivery.pickup_latitude,
+                                                                       p_delivery.pickup_longitude) / p_speed_kmh) end
+$$;
+
 /** Own drivers who may take this delivery now, best first: active assignment to the business (and
     venue), online, available, inside an availability window, close enough, not offered this delivery
     before; dedicated before shared pool, then by score = km to the venue + load penalty × (deliveries
@@ -501,7 +513,8 @@ begin
   update public.deliveries set status = 'assigned', provider = 'own', driver_business_id = v_offer.driver_business_id,
     driver_id = v_offer.driver_id, courier_name = v_driver.display_name, courier_phone = v_driver.phone,
     courier_latitude = v_driver.latitude, courier_longitude = v_driver.longitude, courier_updated_at = v_driver.location_at,
-    eta = app.delivery_eta(v_delivery, v_driver.latitude, v_driver.longitude, v_rules.average_speed_kmh, now())
+    eta = app.delivery_eta(v_delivery, v_driver.latitude, v_driver.longitude, v_rules.average_speed_kmh, now()),
+    pickup_eta = app.pickup_eta(v_delivery, v_driver.latitude, v_driver.longitude, v_rules.average_speed_kmh, now())
   where business_id = v_offer.business_id and id = v_offer.delivery_id;
   return jsonb_build_object('offer_id', p_offer_id, 'status', 'accepted', 'delivery_id', v_offer.delivery_id);
 end
@@ -1001,7 +1014,12 @@ begin
       courier_updated_at = new.recorded_at,
       eta = app.delivery_eta(x, new.latitude, new.longitude,
                              coalesce((select r.average_speed_kmh from public.venue_dispatch_rules r
-                                       where r.business_id = x.business_id and r.venue_id = x.venue_id), 25), new.recorded_at)
+                                       where r.business_id = x.business_id and r.venue_id = x.venue_id), 25), new.recorded_at),
+      pickup_eta = case when x.status = 'assigned' then
+                     app.pickup_eta(x, new.latitude, new.longitude,
+                                    coalesce((select r.average_speed_kmh from public.venue_dispatch_rules r
+                                              where r.business_id = x.business_id and r.venue_id = x.venue_id), 25), new.recorded_at)
+                   else x.pickup_eta end
     where x.driver_business_id = new.business_id and x.driver_id = new.driver_id and x.status in ('assigned', 'picked_up');
   end if;
   return null;
@@ -1164,6 +1182,59 @@ as $$
 $$;
 revoke all on function public.cancel_delivery(uuid, text) from public, anon;
 grant execute on function public.cancel_delivery(uuid, text) to authenticated, service_role;
+
+/** Staff give a delivery still being offered (or not yet) to a driver of their choice, who must be
+    actively assigned to the business: open offers are withdrawn. Raises PT404 (not at your venues,
+    or not your driver), PT403, BR501 (the delivery is past offering: booked, assigned or closed). */
+create function app.assign_delivery(p_delivery_id uuid, p_driver_id uuid) returns jsonb
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_delivery public.deliveries;
+  v_driver public.drivers;
+  v_rules public.venue_dispatch_rules;
+begin
+  select d.* into v_delivery from public.deliveries d where d.id = p_delivery_id;
+  if v_delivery.id is null or not (app.is_platform_or_service()
+                                   or app.has_venue_access(v_delivery.business_id, v_delivery.venue_id, '{owner,manager,staff}')) then
+    perform app.fail('PT404', 'delivery_not_found', 'no such delivery at your venues');
+  end if;
+  perform app.require_module(v_delivery.business_id, 'dispatch');
+  select d.* into v_delivery from public.deliveries d where d.business_id = v_delivery.business_id and d.id = p_delivery_id for update;
+  if v_delivery.status not in ('pending', 'offering') then
+    perform app.fail('BR501', 'illegal_transition', format('a %s delivery cannot be given to a driver', v_delivery.status));
+  end if;
+  select dr.* into v_driver from public.driver_business_assignments a
+  join public.drivers dr on dr.business_id = a.driver_business_id and dr.id = a.driver_id
+  where a.business_id = v_delivery.business_id and a.driver_id = p_driver_id and a.is_active;
+  if v_driver.id is null then
+    perform app.fail('PT404', 'driver_not_found', 'no such driver serving this business');
+  end if;
+  update public.delivery_offers set status = 'withdrawn', responded_at = now()
+  where business_id = v_delivery.business_id and delivery_id = v_delivery.id and status = 'pending';
+  v_rules := app.dispatch_rules(v_delivery.business_id, v_delivery.venue_id);
+  v_delivery.status := 'assigned';
+  update public.deliveries set status = 'assigned', provider = 'own', driver_business_id = v_driver.business_id,
+    driver_id = v_driver.id, courier_name = v_driver.display_name, courier_phone = v_driver.phone,
+    courier_latitude = v_driver.latitude, courier_longitude = v_driver.longitude, courier_updated_at = v_driver.location_at,
+    eta = app.delivery_eta(v_delivery, v_driver.latitude, v_driver.longitude, v_rules.average_speed_kmh, now()),
+    pickup_eta = app.pickup_eta(v_delivery, v_driver.latitude, v_driver.longitude, v_rules.average_speed_kmh, now())
+  where business_id = v_delivery.business_id and id = v_delivery.id;
+  return jsonb_build_object('delivery_id', v_delivery.id, 'status', 'assigned', 'driver_id', v_driver.id);
+end
+$$;
+revoke all on function app.assign_delivery(uuid, uuid) from public;
+grant execute on function app.assign_delivery(uuid, uuid) to authenticated, service_role;
+
+create function public.assign_delivery(delivery_id uuid, driver_id uuid) returns jsonb
+language sql volatile
+set search_path = ''
+as $$
+  select app.assign_delivery(delivery_id, driver_id)
+$$;
+revoke all on function public.assign_delivery(uuid, uuid) from public, anon;
+grant execute on function public.assign_delivery(uuid, uuid) to authenticated, service_role;
 
 /** Earnings per driver over [from, to): deliveries, base, distance, tip, surge, platform fee, net.
     Invoker rights: a driver gets their own rows, owners and managers their business's drivers. */

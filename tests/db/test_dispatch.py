@@ -207,3 +207,34 @@ def test_load_spreads_simultaneous_orders_over_drivers(api: Api, conn: Conn, fac
         firsts.append(offers(conn, delivery_of(conn, order)["id"])[0]["driver_id"])
     # the closest driver already holds an open offer (2 km of penalty), so the second order goes to the next one
     assert firsts == [fleet.drivers["closest"], fleet.drivers["next"]]
+
+
+def test_staff_give_a_delivery_to_a_driver_of_their_choice(api: Api, conn: Conn, factory: Factory) -> None:
+    fleet = make_fleet(conn, factory)
+    add_driver(conn, factory, fleet, "offered", km_north=0.3)
+    chosen = add_driver(conn, factory, fleet, "chosen", km_north=2.0)
+    order = ready_order(api, conn, fleet)
+    conn.execute("select app.start_dispatch(%s, %s)", (fleet.tenant.business_id, order["order_id"]))
+    delivery = delivery_of(conn, order)
+    outsider = factory.tenant("Other Fleet", {"ordering": True, "dispatch": True})
+    stranger = conn.execute("insert into public.drivers (business_id, user_id, display_name) values (%s, %s, 'X') returning id",
+                            (outsider.business_id, outsider.users["driver"])).fetchone()["id"]  # type: ignore[index]
+    staff = fleet.tenant.claims("staff")
+    assert sqlstate(lambda: api.run(staff, "select public.assign_delivery(%s, %s)", (delivery["id"], stranger))) == "PT404"
+    assert sqlstate(lambda: api.run(outsider.claims("owner"), "select public.assign_delivery(%s, %s)", (delivery["id"], chosen))) == "PT404"
+    api.run(staff, "select public.assign_delivery(%s, %s)", (delivery["id"], chosen))
+    row = delivery_of(conn, order)
+    assert (row["status"], row["driver_id"], row["provider"]) == ("assigned", chosen, "own")
+    # the pickup ETA: 2 km at 25 km/h, about 4.8 minutes
+    assert abs((row["pickup_eta"] - row["assigned_at"]).total_seconds() - 2.0 / 25 * 3600) < 30
+    assert [o["status"] for o in offers(conn, delivery["id"])] == ["withdrawn"]
+    assert sqlstate(lambda: api.run(staff, "select public.assign_delivery(%s, %s)", (delivery["id"], chosen))) == "BR501"
+    # closer to the venue, the pickup ETA comes closer; once picked up there is none
+    api.run(fleet.claims("chosen"), "insert into public.driver_locations (business_id, driver_id, latitude, longitude) values (%s, %s, %s, %s)",
+            (fleet.tenant.business_id, chosen, VENUE[0] + 0.5 / 111, VENUE[1]))
+    nearer = delivery_of(conn, order)
+    assert nearer["pickup_eta"] < row["pickup_eta"]
+    api.run(fleet.claims("chosen"), "select public.update_delivery_status(%s, 'picked_up')", (delivery["id"],))
+    api.run(fleet.claims("chosen"), "insert into public.driver_locations (business_id, driver_id, latitude, longitude) values (%s, %s, %s, %s)",
+            (fleet.tenant.business_id, chosen, VENUE[0], VENUE[1]))
+    assert delivery_of(conn, order)["pickup_eta"] == nearer["pickup_eta"]

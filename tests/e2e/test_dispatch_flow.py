@@ -411,3 +411,16 @@ async def test_cancelling_own_deliveries_and_closed_ones(api: Api, conn: Conn, f
     respond(api, fleet, "zed", offer["id"], True)
     api.run(fleet.claims("zed"), "select public.complete_delivery(%s, %s)", (d3["id"], json.dumps({"signature_url": "https://s.test/x.png"})))
     assert sqlstate(lambda: api.run(staff, "select public.cancel_delivery(%s, 'late')", (d3["id"],))) == "BR504"
+
+
+async def test_a_delivery_cancelled_while_waiting_for_a_network_is_never_booked(api: Api, conn: Conn, factory: Factory,
+                                                                                outside: Outside) -> None:
+    fleet = make_fleet(conn, factory, own_limit=0)
+    order = ready_order(api, conn, fleet)
+    conn.execute("update pgmq.q_brigade_events set vt = clock_timestamp() + interval '1 hour' where message ->> 'topic' = 'delivery.requested'")
+    conn.execute("select app.start_dispatch(%s, %s)", (fleet.tenant.business_id, order["order_id"]))
+    assert delivery_of(conn, order)["status"] == "booking"
+    api.run(fleet.tenant.claims("staff"), "select public.cancel_delivery(%s, 'customer left')", (delivery_of(conn, order)["id"],))
+    await run_worker(outside.settings)
+    assert delivery_of(conn, order)["status"] == "cancelled"
+    assert outside.uber.created() == [] and outside.doordash.deliveries == {}
