@@ -79,6 +79,8 @@ create table public.deliveries (
   proof_pin_verified boolean not null default false,
   proof_latitude double precision,
   proof_longitude double precision,
+  rating smallint constraint deliveries_rating_range check (rating between 1 and 5),
+  rated_at timestamptz,
   failure_reason text,
   cancel_reason text,
   cancel_requested_at timestamptz,
@@ -1090,7 +1092,8 @@ grant select (business_id, id, venue_id, order_id, status, provider, driver_busi
               provider_delivery_id, quote_id, tracking_url, pickup, dropoff, pickup_latitude, pickup_longitude, dropoff_latitude,
               dropoff_longitude, distance_km, order_value_cents, fee_cents, tip_cents, cost_cents, currency, offer_round,
               courier_name, courier_phone, courier_latitude, courier_longitude, courier_updated_at, pickup_eta, eta,
-              proof_photo_url, proof_signature_url, proof_pin_verified, proof_latitude, proof_longitude, failure_reason,
+              proof_photo_url, proof_signature_url, proof_pin_verified, proof_latitude, proof_longitude, rating, rated_at,
+              failure_reason,
               cancel_reason, cancel_requested_at, cancel_refused_at, cancel_refusal, created_at, first_offered_at, booked_at,
               assigned_at, picked_up_at, delivered_at, cancelled_at, updated_at) on public.deliveries to authenticated;
 grant select on public.delivery_offers, public.delivery_events, public.driver_earnings to authenticated;
@@ -1235,6 +1238,51 @@ as $$
 $$;
 revoke all on function public.assign_delivery(uuid, uuid) from public, anon;
 grant execute on function public.assign_delivery(uuid, uuid) to authenticated, service_role;
+
+/** The customer rates a delivered own-driver delivery once, 1-5 (order id and access token, as on
+    the tracking page); the driver's rating is the running mean. Raises PT404, BR508 (not delivered by
+    an own driver, or already rated), 22023 (rating outside 1-5). */
+create function app.rate_delivery(p_order_id uuid, p_access_token uuid, p_rating integer) returns jsonb
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_delivery public.deliveries;
+  v_driver public.drivers;
+begin
+  select d.* into v_delivery from public.orders o
+  join public.deliveries d on d.business_id = o.business_id and d.order_id = o.id
+  where o.id = p_order_id and o.access_token = p_access_token
+  for update of d;
+  if v_delivery.id is null then
+    perform app.fail('PT404', 'delivery_not_found', 'no delivery for that order and token');
+  end if;
+  if p_rating is null or p_rating not between 1 and 5 then
+    perform app.fail('22023', 'invalid_rating', 'a rating is 1 to 5');
+  end if;
+  if v_delivery.status <> 'delivered' or v_delivery.provider is distinct from 'own' or v_delivery.rated_at is not null then
+    perform app.fail('BR508', 'not_rateable', 'only a delivered own-driver delivery is rated, once');
+  end if;
+  update public.deliveries set rating = p_rating, rated_at = now()
+  where business_id = v_delivery.business_id and id = v_delivery.id;
+  update public.drivers set rating = round((rating * rating_count + p_rating) / (rating_count + 1), 2), rating_count = rating_count + 1
+  where business_id = v_delivery.driver_business_id and id = v_delivery.driver_id
+  returning * into v_driver;
+  return jsonb_build_object('delivery_id', v_delivery.id, 'rating', p_rating, 'driver_rating', v_driver.rating,
+                            'driver_rating_count', v_driver.rating_count);
+end
+$$;
+revoke all on function app.rate_delivery(uuid, uuid, integer) from public;
+grant execute on function app.rate_delivery(uuid, uuid, integer) to anon, authenticated, service_role;
+
+create function public.rate_delivery(order_id uuid, access_token uuid, rating integer) returns jsonb
+language sql volatile
+set search_path = ''
+as $$
+  select app.rate_delivery(order_id, access_token, rating)
+$$;
+revoke all on function public.rate_delivery(uuid, uuid, integer) from public;
+grant execute on function public.rate_delivery(uuid, uuid, integer) to anon, authenticated, service_role;
 
 /** Earnings per driver over [from, to): deliveries, base, distance, tip, surge, platform fee, net.
     Invoker rights: a driver gets their own rows, owners and managers their business's drivers. */

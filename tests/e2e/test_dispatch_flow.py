@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 
+from brigade.auth import Claims
 from brigade.settings import Settings
 from functions.app import create_app
 from tests.conftest import Api, Factory, ServerThread
@@ -124,6 +125,13 @@ async def test_own_driver_accepts_and_delivers_with_proof(api: Api, conn: Conn, 
     summary = api.run(near, "select * from public.driver_earnings_summary(now() - interval '1 day', now() + interval '1 day')")
     assert [(r["deliveries"], r["net_cents"]) for r in summary] == [(1, earning["net_cents"])]
     assert api.run(fleet.claims("far"), "select * from public.driver_earnings_summary(now() - interval '1 day', now() + interval '1 day')") == []
+
+    # the customer rates the driver once, from the tracking page (order id and token)
+    rate = "select public.rate_delivery(%s, %s, %s) as r"
+    assert sqlstate(lambda: api.run(Claims.anon(), rate, (order["order_id"], order["access_token"], 6))) == "22023"
+    rated = api.run(Claims.anon(), rate, (order["order_id"], order["access_token"], 4))[0]["r"]
+    assert (float(rated["driver_rating"]), rated["driver_rating_count"]) == (4.0, 1)
+    assert sqlstate(lambda: api.run(Claims.anon(), rate, (order["order_id"], order["access_token"], 5))) == "BR508"
 
     # the customer was texted each step, with the tracking link, once per status
     await run_worker(outside.settings)
