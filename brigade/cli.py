@@ -77,6 +77,8 @@ def banner(settings: Settings) -> str:
         "",
         "Try: the whole order flow on the demo business, in another terminal:",
         "  .venv/bin/brigade demo",
+        "A delivery offered to the seeded driver, timing out, booked with a courier network:",
+        "  .venv/bin/brigade demo dispatch",
         "",
         "Or switch the CRM module off for the demo business, as the operator:",
         f"  curl -X PUT {settings.functions_url}/admin/businesses/{DEMO_BUSINESS_ID}/modules/crm \\",
@@ -187,9 +189,13 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "what", "order") == "dispatch":
+        from brigade import demo_dispatch
+
+        return demo_dispatch.run(settings)
     from brigade import demo
 
-    if getattr(args, "bookings", False):
+    if getattr(args, "bookings", False) or getattr(args, "what", "order") == "bookings":
         from brigade import demo_bookings
 
         return demo_bookings.run(settings)
@@ -250,7 +256,10 @@ def parser() -> argparse.ArgumentParser:
     e.add_parser("stats", help="outbox depth")
 
     d = sub.add_parser("demo", help="drive one order through the running local stack (start it with `brigade up`)")
-    d.add_argument("--bookings", action="store_true", help="drive one booking instead (the demo's latte-art class)")
+    d.add_argument("what", nargs="?", choices=["order", "dispatch", "bookings"], default="order",
+                   help="order: the pickup order flow and the win-back; dispatch: a delivery offered, timed out, booked with "
+                        "a courier network; bookings: one booking of the demo's class")
+    d.add_argument("--bookings", action="store_true", help="the same as `demo bookings`")
     sub.add_parser("voice-demo", help="one phone order by voice against the running local stack (signed like Twilio)")
     sub.add_parser("operator-demo", help="a new business from nothing to a live storefront taking a paid order (docs/operator-walkthrough.md)")
 

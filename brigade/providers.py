@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -252,15 +252,19 @@ class Providers:
     voice: Voice
     email: Email
     payments: Payments
+    couriers: dict[str, Any] = field(default_factory=dict)  # name -> brigade.couriers.Courier
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Providers":
+        from brigade.couriers import couriers_from_settings
+
         twilio = settings.sms_provider == "twilio"
         return cls(
             sms=TwilioSms(settings) if twilio else LogSms(settings),
             voice=TwilioVoice(settings) if twilio else LogVoice(settings),
             email=ResendEmail(settings) if settings.email_provider == "resend" else LogEmail(settings),
             payments=StripePayments(settings) if settings.payments_provider == "stripe" else LogPayments(settings),
+            couriers=couriers_from_settings(settings),
         )
 
 

@@ -80,6 +80,23 @@ class Settings(BaseSettings):
     resend_webhook_secret: str = ""  # whsec_…: Resend signs its webhooks with svix
     email_from: str = "Brigade <orders@brigade.local>"
 
+    # Courier networks for delivery dispatch: "log" fabricates bookings locally; "live" calls Uber Direct
+    # and DoorDash Drive (httpx) at the base URLs below with the credentials below.
+    courier_provider: str = "log"
+    uber_api_base: str = "https://api.uber.com"
+    uber_auth_url: str = "https://auth.uber.com/oauth/v2/token"
+    uber_customer_id: str = ""
+    uber_client_id: str = ""
+    uber_client_secret: str = ""
+    uber_webhook_signing_key: str = "uber_local_webhook_signing_key"
+    doordash_api_base: str = "https://openapi.doordash.com"
+    doordash_developer_id: str = ""
+    doordash_key_id: str = ""
+    doordash_signing_secret: str = ""
+    doordash_webhook_auth: str = "Bearer doordash_local_webhook_token"
+    courier_timeout_seconds: float = 10.0
+    delivery_tracking_url: str = "http://127.0.0.1:3000/orders/{order_id}/track?token={access_token}"
+
     # What a send costs, for the money views, until the provider reports the real price.
     sms_cost_cents: float = 0.79
     voice_cost_cents_per_minute: float = 1.4

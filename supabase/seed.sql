@@ -189,3 +189,21 @@ where business_id = '00000000-0000-4000-8000-000000000001' and theme_colors = '{
 update public.storefront_settings set is_published = true
 where business_id = '00000000-0000-4000-8000-000000000001' and not is_published;
 -- ==== end issue 9 ====
+
+-- ---- dispatch (issue 6): the demo driver (user a004) drives for Demo Café, online near Downtown;
+-- Downtown gives own drivers 10 s per offer and 20 s in all before Uber Direct, then DoorDash Drive.
+insert into public.drivers (business_id, id, user_id, display_name, phone, kind, vehicle_type, vehicle_plate, is_online,
+                            is_available, latitude, longitude, location_at) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-00000000c601', '00000000-0000-4000-8000-00000000a004',
+   'Demo Driver', '+12125550104', 'dedicated', 'bicycle', null, true, true, 40.7158, -74.0020, now())
+on conflict do nothing;
+
+insert into public.driver_business_assignments (business_id, id, driver_business_id, driver_id, pool, priority) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-00000000c611', '00000000-0000-4000-8000-000000000001',
+   '00000000-0000-4000-8000-00000000c601', 'dedicated', 1)
+on conflict do nothing;
+
+insert into public.venue_dispatch_rules (business_id, venue_id, offer_timeout_seconds, own_driver_limit_seconds, fallback_providers) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000101', 10, 20, '{uber,doordash}')
+on conflict do nothing;
+-- ---- end dispatch

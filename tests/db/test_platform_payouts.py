@@ -68,15 +68,17 @@ def test_payouts_net_out_fees_refunds_and_delivery_costs(api: Api, conn: Conn, m
     assert (payout["gross_cents"], payout["platform_fee_cents"], payout["refunds_cents"], payout["delivery_cost_cents"]) == (gross, fees, 250, 0)
     assert payout["net_cents"] == gross - fees - 250 and payout["payments_count"] == 2
 
-    # once dispatch defines app.order_delivery_cost, payouts use it (only for delivery orders)
-    conn.execute("create function app.order_delivery_cost(p_order_id uuid) returns bigint language sql as $$ select 675::bigint $$")
+    # what dispatch paid to deliver the delivery order (app.order_delivery_cost) comes off the payout
+    conn.execute("insert into public.deliveries (business_id, venue_id, order_id, external_delivery_id, pickup, dropoff, currency, "
+                 "dropoff_pin, cost_cents) values (%s, %s, %s, %s, '{}', '{}', 'USD', '1234', 675)",
+                 (b, menu.venue_id, delivery["order_id"], f"BRG-{delivery['order_id']}"))
     payout = run()
     assert payout["delivery_cost_cents"] == 675 and payout["net_cents"] == gross - fees - 250 - 675
 
     # a paid payout is final; the operator's actions are audited
     assert api.run(operator, "select app.mark_payout_paid(%s, %s) as r", (b, payout["id"])) == [{"r": True}]
-    conn.execute("drop function app.order_delivery_cost(uuid)")
-    assert run()["delivery_cost_cents"] == 675
+    conn.execute("update public.deliveries set cost_cents = 0 where order_id = %s", (delivery["order_id"],))
+    assert run()["delivery_cost_cents"] == 675, "a paid payout keeps its figures"
     with pytest.raises(psycopg.Error) as err:
         conn.execute("update public.business_payouts set status = 'pending' where id = %s", (payout["id"],))
     assert err.value.diag.sqlstate == "BR742"

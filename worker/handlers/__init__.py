@@ -4,6 +4,7 @@ from worker.handlers import (  # noqa: F401
     bookings,
     campaigns,
     crm,
+    dispatch,
     loyalty,
     ordering,
     platform,
