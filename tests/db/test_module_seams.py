@@ -55,3 +55,22 @@ def test_plan_voice_credits_once_per_period_and_topped_up_on_upgrade(conn: psyco
     # the next period grants again
     conn.execute("update public.business_subscriptions set current_period_start = current_period_start + interval '1 month' where business_id = %s", (b,))
     assert conn.execute("select app.top_up_plan_voice_credits(%s) as g", (b,)).fetchone() == {"g": allowance(conn, "starter")}
+
+
+def test_erasing_a_customer_erases_them_from_their_calls(conn: psycopg.Connection[dict[str, Any]], factory: Factory) -> None:
+    tenant = factory.tenant("Phone Pasta", {"ordering": True, "voice": True, "crm": True})
+    b, venue = tenant.business_id, tenant.venues[0]
+    cid = conn.execute("insert into public.customers (business_id, full_name, phone) values (%s, 'Carl Caller', '+12125550177') returning id",
+                       (b,)).fetchone()["id"]  # type: ignore[index]
+    insert = ("insert into public.calls (business_id, venue_id, call_sid, from_number, to_number, customer_id, turns, delivery_address, "
+              "status, outcome, duration_seconds) values (%s, %s, %s, %s, '+12125550150', %s, %s, %s, 'completed', 'abandoned', 42)")
+    turns = json.dumps([{"caller": "two lattes to 5 Elm Street please"}])
+    conn.execute(insert, (b, venue, "CA" + "1" * 32, "+12125550177", cid, turns, json.dumps({"line1": "5 Elm Street"})))
+    conn.execute(insert, (b, venue, "CA" + "2" * 32, "+12125550177", None, turns, None))  # before they were recognised
+    conn.execute(insert, (b, venue, "CA" + "3" * 32, "+12125550999", None, turns, None))  # someone else
+    conn.execute("select app.anonymise_customer(%s, %s)", (b, cid))
+    rows = conn.execute("select call_sid, from_number, turns, delivery_address, outcome, duration_seconds from public.calls "
+                        "where business_id = %s order by call_sid", (b,)).fetchall()
+    assert [(r["from_number"], r["turns"], r["delivery_address"]) for r in rows] == [
+        ("erased", [], None), ("erased", [], None), ("+12125550999", json.loads(turns), None)]
+    assert all(r["outcome"] == "abandoned" and r["duration_seconds"] == 42 for r in rows), "the business facts stay"
