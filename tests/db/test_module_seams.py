@@ -74,3 +74,16 @@ def test_erasing_a_customer_erases_them_from_their_calls(conn: psycopg.Connectio
     assert [(r["from_number"], r["turns"], r["delivery_address"]) for r in rows] == [
         ("erased", [], None), ("erased", [], None), ("+12125550999", json.loads(turns), None)]
     assert all(r["outcome"] == "abandoned" and r["duration_seconds"] == 42 for r in rows), "the business facts stay"
+
+
+def test_operator_metrics_count_the_voice_credits_calls_burned(conn: psycopg.Connection[dict[str, Any]], factory: Factory) -> None:
+    tenant = factory.tenant("Dial Diner", {"ordering": True, "voice": True})
+    b = tenant.business_id
+    before = conn.execute("select voice_credits_burned_30d as c, voice_call_seconds_30d as s from public.operator_platform_metrics").fetchone()
+    conn.execute("select app.grant_voice_credits(%s, 100, 'test', 'seam-test')", (b,))
+    call = conn.execute("insert into public.calls (business_id, venue_id, call_sid, from_number, to_number) values (%s, %s, %s, '+12125550100', "
+                        "'+12125550150') returning id", (b, tenant.venues[0], "CA" + "7" * 32)).fetchone()["id"]  # type: ignore[index]
+    conn.execute("insert into public.credit_transactions (business_id, kind, credits, call_id, call_sid, call_seconds) values (%s, 'call', -20, %s, %s, 75)",
+                 (b, call, "CA" + "7" * 32))
+    after = conn.execute("select voice_credits_burned_30d as c, voice_call_seconds_30d as s from public.operator_platform_metrics").fetchone()
+    assert (after["c"] - before["c"], after["s"] - before["s"]) == (20, 75)  # type: ignore[index]
