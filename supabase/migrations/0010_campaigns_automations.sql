@@ -236,12 +236,11 @@ begin
     order by a.business_id, a.id
   loop
     with lapsed as (
-      select distinct on (s.customer_id) s.customer_id, s.venue_id, s.last_order_at,
-             max(s.last_order_at) over (partition by s.customer_id) as latest
+      select distinct on (s.customer_id) s.customer_id, s.venue_id, s.last_order_at as latest  -- the venue of their latest order
       from public.customer_venue_stats s
       where s.business_id = v_rule.business_id and s.total_orders > 0
         and (v_rule.venue_id is null or s.venue_id = v_rule.venue_id)
-      order by s.customer_id, s.last_order_at desc
+      order by s.customer_id, s.last_order_at desc nulls last
     ), created as (
       insert into public.campaign_sends (business_id, automation_id, customer_id, venue_id, channel, trigger_key, context, due_at)
       select v_rule.business_id, v_rule.id, l.customer_id, l.venue_id, v_rule.channel,
@@ -644,8 +643,10 @@ begin
       values (new.business_id, new.id, v_send.id, v_send.automation_id, v_send.campaign_id, new.customer_id)
       on conflict do nothing;
     end if;
-    if not exists (select 1 from public.orders o where o.business_id = new.business_id and o.customer_id = new.customer_id
-                   and o.id <> new.id and o.paid_at is not null) then
+    -- on the paid-order path: look for earlier orders only when a first-order rule could use the answer
+    if exists (select 1 from public.automations a where a.business_id = new.business_id and a.trigger = 'order.first' and a.is_active)
+       and not exists (select 1 from public.orders o where o.business_id = new.business_id and o.customer_id = new.customer_id
+                       and o.id <> new.id and o.paid_at is not null) then
       perform app.enqueue_automations(new.business_id, 'order.first', 'first:' || new.customer_id, new.customer_id, new.venue_id,
                                       jsonb_build_object('order_id', new.id, 'order_number', new.order_number));
     end if;

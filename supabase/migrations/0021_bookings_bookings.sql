@@ -449,35 +449,44 @@ $$;
 revoke all on function app.apply_booking_refund(uuid, uuid) from public;
 grant execute on function app.apply_booking_refund(uuid, uuid) to service_role;
 
-/** What Stripe said about a booking refund (the worker's call or a refund.* / charge.refunded event);
-    refunds made in Stripe's dashboard are adopted. Applies it once it succeeded. */
-create function app.record_booking_refund(p_business_id uuid, p_booking_id uuid, p_refund_id uuid, p_provider_refund_id text,
-                                          p_status text, p_amount_cents integer, p_failure text) returns uuid
+/** What Stripe said about a refund of an order or a booking (the worker's call, or a refund.* /
+    charge.refunded event); refunds made in Stripe's dashboard are adopted. A refund that succeeded
+    stays succeeded whatever arrives late; it is applied (order: app.apply_refund, booking:
+    app.apply_booking_refund) once it succeeded. One core for both payables. */
+create function app.record_payable_refund(p_business_id uuid, p_order_id uuid, p_booking_id uuid, p_refund_id uuid,
+                                          p_provider_refund_id text, p_status text, p_amount_cents integer, p_failure text)
+returns uuid
 language plpgsql volatile security definer
 set search_path = ''
 as $$
 declare
   v_id uuid;
+  v_booking_id uuid;
   v_status text := case p_status when 'requires_action' then 'pending' else p_status end;
-  v_booking public.bookings;
+  v_venue uuid;
+  v_currency text;
 begin
   if v_status not in ('pending', 'succeeded', 'failed', 'canceled') then
     return null;
   end if;
-  select r.id into v_id from public.refunds r
+  select r.id, r.booking_id into v_id, v_booking_id from public.refunds r
   where r.business_id = p_business_id and (r.id = p_refund_id or r.provider_refund_id = p_provider_refund_id)
   for update;
   if v_id is null then
-    select b.* into v_booking from public.bookings b where b.business_id = p_business_id and b.id = p_booking_id;
-    if v_booking.id is null or p_amount_cents is null or p_amount_cents <= 0 then
+    if p_booking_id is not null then
+      select b.venue_id, b.currency into v_venue, v_currency from public.bookings b where b.business_id = p_business_id and b.id = p_booking_id;
+    else
+      select o.venue_id, o.currency into v_venue, v_currency from public.orders o where o.business_id = p_business_id and o.id = p_order_id;
+    end if;
+    if v_venue is null or p_amount_cents is null or p_amount_cents <= 0 then
       return null;
     end if;
-    insert into public.refunds (business_id, booking_id, venue_id, amount_cents, currency, status, provider_refund_id,
+    insert into public.refunds (business_id, order_id, booking_id, venue_id, amount_cents, currency, status, provider_refund_id,
                                 idempotency_key, source, reason)
-    values (p_business_id, v_booking.id, v_booking.venue_id, p_amount_cents, v_booking.currency, 'pending', p_provider_refund_id,
-            'stripe:' || p_provider_refund_id, 'stripe', 'refunded in Stripe')
+    values (p_business_id, case when p_booking_id is null then p_order_id end, p_booking_id, v_venue, p_amount_cents, v_currency,
+            'pending', p_provider_refund_id, 'stripe:' || p_provider_refund_id, 'stripe', 'refunded in Stripe')
     on conflict do nothing
-    returning id into v_id;
+    returning id, booking_id into v_id, v_booking_id;
     if v_id is null then
       return null;
     end if;
@@ -487,9 +496,33 @@ begin
     status = case when r.status = 'succeeded' then r.status else v_status end,
     failure_reason = coalesce(p_failure, r.failure_reason)
   where r.business_id = p_business_id and r.id = v_id;
-  perform app.apply_booking_refund(p_business_id, v_id);
+  if v_booking_id is not null then
+    perform app.apply_booking_refund(p_business_id, v_id);
+  else
+    perform app.apply_refund(p_business_id, v_id);
+  end if;
   return v_id;
 end
+$$;
+revoke all on function app.record_payable_refund(uuid, uuid, uuid, uuid, text, text, integer, text) from public;
+grant execute on function app.record_payable_refund(uuid, uuid, uuid, uuid, text, text, integer, text) to service_role;
+
+/** An order's refund (0006's contract, now through the shared core). */
+create or replace function app.record_refund(p_business_id uuid, p_order_id uuid, p_refund_id uuid, p_provider_refund_id text,
+                                             p_status text, p_amount_cents integer, p_failure text) returns uuid
+language sql volatile security definer
+set search_path = ''
+as $$
+  select app.record_payable_refund(p_business_id, p_order_id, null, p_refund_id, p_provider_refund_id, p_status, p_amount_cents, p_failure)
+$$;
+
+/** A booking's refund, through the same core. */
+create function app.record_booking_refund(p_business_id uuid, p_booking_id uuid, p_refund_id uuid, p_provider_refund_id text,
+                                          p_status text, p_amount_cents integer, p_failure text) returns uuid
+language sql volatile security definer
+set search_path = ''
+as $$
+  select app.record_payable_refund(p_business_id, null, p_booking_id, p_refund_id, p_provider_refund_id, p_status, p_amount_cents, p_failure)
 $$;
 revoke all on function app.record_booking_refund(uuid, uuid, uuid, text, text, integer, text) from public;
 grant execute on function app.record_booking_refund(uuid, uuid, uuid, text, text, integer, text) to service_role;
