@@ -29,7 +29,7 @@ from twilio.twiml.voice_response import Gather, VoiceResponse
 from brigade import queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
-from brigade.errors import Forbidden, InvalidInput, NotFound, wrap_exceptions
+from brigade.errors import InvalidInput, NotFound, wrap_exceptions
 from brigade.providers import ProviderError, Providers, session_expiry
 from brigade.settings import Settings
 from brigade.voice.nlu import Line, Menu, Understanding, join_words, understander_from_settings

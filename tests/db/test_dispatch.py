@@ -3,7 +3,6 @@ the delivery status machine; availability windows; the module gate; the payouts 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg

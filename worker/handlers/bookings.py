@@ -13,7 +13,8 @@ from typing import Any
 
 from brigade import queries
 from brigade.events import Event
-from brigade.providers import ProviderError, Sent
+from brigade.providers import ProviderError
+from worker.notify import deliver, mark
 from worker.registry import Context, registry
 
 SESSION_DAYS_AHEAD = 28
@@ -51,13 +52,6 @@ def render(row: dict[str, Any]) -> tuple[str, str]:
     return f"{row['business_name']}: booking {row['booking_number']}", details
 
 
-async def mark(ctx: Context, business_id: Any, row_id: Any, sent: Sent | None, error: str | None) -> None:
-    await ctx.conn.execute(queries.get("mark_notification"), {
-        "business_id": business_id, "id": row_id, "status": "failed" if sent is None else "sent",
-        "provider": sent.provider if sent else None, "message_id": sent.message_id if sent else None,
-        "cost": sent.cost_cents if sent else 0, "error": error})
-
-
 async def send_pending(event: Event, ctx: Context, event_key: str) -> list[str]:
     """Send every pending notification of a booking event; returns the recipients sent to."""
     rows = await (await ctx.conn.execute(queries.get("booking_pending_notifications"),
@@ -65,13 +59,11 @@ async def send_pending(event: Event, ctx: Context, event_key: str) -> list[str]:
     done: list[str] = []
     for row in rows:
         subject, text = render(row)
+        if row["channel"] not in ("sms", "email"):
+            continue
+        body = f"{subject}. {text}" if row["channel"] == "sms" else text
         try:
-            if row["channel"] == "email":
-                sent = await ctx.providers.email.send(row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}")
-            elif row["channel"] == "sms":
-                sent = await ctx.providers.sms.send(row["recipient"], f"{subject}. {text}")
-            else:
-                continue
+            sent = await deliver(ctx, row["channel"], row["recipient"], subject, body, idempotency_key=f"{event_key}:{row['id']}")
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             ctx.log.warning("send failed", extra={"action": "notification_failed", "channel": row["channel"],

@@ -16,7 +16,8 @@ from urllib.parse import urlencode
 
 from brigade import queries
 from brigade.events import Event
-from brigade.providers import ProviderError, Sent
+from brigade.providers import ProviderError
+from worker.notify import deliver
 from worker.registry import Context, registry
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
@@ -53,12 +54,6 @@ def render(ctx: Context, claim: dict[str, Any], business_id: Any) -> tuple[str, 
     return subject, text, headers
 
 
-async def deliver(ctx: Context, claim: dict[str, Any], key: str, subject: str, text: str, headers: dict[str, str]) -> Sent:
-    if claim["channel"] == "sms":
-        return await ctx.providers.sms.send(claim["recipient"], text, status_callback=f"{ctx.settings.functions_url}/twilio-sms/status")
-    return await ctx.providers.email.send(claim["recipient"], subject, text, idempotency_key=key, headers=headers or None)
-
-
 async def send(event: Event, ctx: Context) -> None:
     send_id = event.payload["send_id"]
     params = {"business_id": event.business_id, "send_id": send_id}
@@ -71,7 +66,8 @@ async def send(event: Event, ctx: Context) -> None:
     subject, text, headers = render(ctx, claim, event.business_id)
     template = claim["trigger"]
     try:
-        sent = await deliver(ctx, claim, f"marketing:{send_id}", subject, text, headers)
+        sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}",
+                             status_callback=f"{ctx.settings.functions_url}/twilio-sms/status", headers=headers or None)
     except ProviderError as exc:
         await ctx.conn.execute(queries.get("complete_marketing_send"), {**params, "recipient": claim["recipient"], "template": template,
                                "provider": None, "message_id": None, "cost": 0, "error": exc.message})

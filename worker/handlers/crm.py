@@ -5,6 +5,7 @@ from __future__ import annotations
 from brigade import queries
 from brigade.events import Event
 from brigade.providers import ProviderError
+from worker.notify import deliver
 from worker.registry import Context, registry
 
 
@@ -32,7 +33,7 @@ async def confirmation_requested(event: Event, ctx: Context) -> None:
     params = {"business_id": event.business_id, "event_key": key, "recipient": who["email"], "customer_id": p["customer_id"],
               "venue_id": p["venue_id"]}
     try:
-        sent = await ctx.providers.email.send(who["email"], f"Confirm your subscription to {who['business_name']}", text, idempotency_key=key)
+        sent = await deliver(ctx, "email", who["email"], f"Confirm your subscription to {who['business_name']}", text, idempotency_key=key)
     except ProviderError as exc:
         await ctx.conn.execute(queries.get("record_consent_email"), {**params, "status": "failed", "provider": None, "message_id": None, "cost": 0, "error": exc.message})
         raise

@@ -12,7 +12,8 @@ from typing import Any
 
 from brigade import queries
 from brigade.events import Event
-from brigade.providers import ProviderError, Sent
+from brigade.providers import ProviderError
+from worker.notify import deliver, mark
 from worker.registry import Context, registry
 
 
@@ -39,28 +40,16 @@ def render(row: dict[str, Any], pickup_code: str | None) -> tuple[str, str]:
     return head, f"{head} is confirmed ({money(row['total_cents'], row['currency'])})."
 
 
-async def mark(ctx: Context, business_id: Any, row_id: Any, sent: Sent | None, error: str | None) -> None:
-    await ctx.conn.execute(queries.get("mark_notification"), {
-        "business_id": business_id, "id": row_id, "status": "failed" if sent is None else "sent",
-        "provider": sent.provider if sent else None, "message_id": sent.message_id if sent else None,
-        "cost": sent.cost_cents if sent else 0, "error": error})
-
-
 async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: str | None = None) -> list[str]:
     """Send every pending notification of an event; returns the channels sent."""
     rows = await (await ctx.conn.execute(queries.get("pending_notifications"), {"business_id": event.business_id, "event_key": event_key})).fetchall()
     done: list[str] = []
     for row in rows:
         subject, text = render(row, pickup_code)
+        if row["channel"] not in ("sms", "email", "voice"):
+            continue
         try:
-            if row["channel"] == "sms":
-                sent = await ctx.providers.sms.send(row["recipient"], text)
-            elif row["channel"] == "email":
-                sent = await ctx.providers.email.send(row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}")
-            elif row["channel"] == "voice":
-                sent = await ctx.providers.voice.call(row["recipient"], text)
-            else:
-                continue
+            sent = await deliver(ctx, row["channel"], row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}")
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             if row["channel"] == "voice":  # the call failed: text them instead
@@ -111,5 +100,5 @@ async def stock_critical(event: Event, ctx: Context) -> None:
                                                     "detail": json.dumps({"sku": p["sku"], "quantity": p["quantity"]})})).fetchone()
         if row is None:
             continue  # already sent for this event
-        sent = await ctx.providers.email.send(email, subject, text, idempotency_key=f"{key}:{email}")
+        sent = await deliver(ctx, "email", email, subject, text, idempotency_key=f"{key}:{email}")
         await mark(ctx, event.business_id, row["id"], sent, None)

@@ -11,6 +11,7 @@ from brigade import queries
 from brigade.billing import StripeBilling
 from brigade.providers import ProviderError
 from brigade.events import Event
+from worker.notify import deliver, mark
 from worker.registry import Context, registry
 
 
@@ -41,18 +42,11 @@ async def _send_once(event: Event, ctx: Context, event_key: str, channel: str, r
     if row is None:
         return False
     try:
-        if channel == "sms":
-            sent = await ctx.providers.sms.send(recipient, text)
-        else:
-            sent = await ctx.providers.email.send(recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}")
+        sent = await deliver(ctx, channel, recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}")
     except ProviderError as exc:
-        await ctx.conn.execute(queries.get("mark_notification"), {
-            "business_id": event.business_id, "id": row["id"], "status": "failed", "provider": None, "message_id": None,
-            "cost": 0, "error": exc.message})
+        await mark(ctx, event.business_id, row["id"], None, exc.message)
         raise
-    await ctx.conn.execute(queries.get("mark_notification"), {
-        "business_id": event.business_id, "id": row["id"], "status": "sent", "provider": sent.provider,
-        "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
+    await mark(ctx, event.business_id, row["id"], sent, None)
     return True
 
 
