@@ -50,6 +50,7 @@ class Cluster:
     data_dir: Path
     port: int
     settings: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for the server (tests: a shifted clock)
 
     @property
     def dsn(self) -> str:
@@ -66,6 +67,8 @@ class Cluster:
             kwargs["user"] = CLUSTER_USER
             kwargs["group"] = pwd.getpwnam(CLUSTER_USER).pw_gid
             kwargs["extra_groups"] = []
+        if self.env:
+            kwargs["env"] = {**os.environ, **self.env}
         result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
         if check and result.returncode != 0:
             raise ClusterError(f"{args[0]} failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")

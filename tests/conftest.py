@@ -26,9 +26,37 @@ from brigade.auth import Claims
 from brigade.localdb import CLUSTER_USER, Cluster
 from brigade.migrate import migrate
 from brigade.settings import Settings
+from tests.clock import Instant, instants, real_now, shifted_clock, venue_zone
 
 TEMPLATE_DB = "brigade_template"
 pytest_plugins = ["tests.ordering_fixtures"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With BRIGADE_TEST_NOW set, every test runs once per instant (see tests/clock.py)."""
+    found = instants()
+    if found and "pinned_clock" in metafunc.fixturenames:
+        metafunc.parametrize("pinned_clock", found, ids=[i.label for i in found], indirect=True, scope="function")
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock(request: pytest.FixtureRequest) -> Iterator[Instant | None]:
+    """Starts the test at its instant when the run shifts the clock; the wall clock otherwise."""
+    instant: Instant | None = getattr(request, "param", None)
+    clock = shifted_clock()
+    if instant is None or clock is None:
+        yield None
+        return
+    import time_machine
+
+    clock.set_offset((instant.at - real_now()).total_seconds())
+    traveller = time_machine.travel(instant.at, tick=True)
+    traveller.start()
+    try:
+        yield instant
+    finally:
+        traveller.stop()
+        clock.set_offset(0.0)
 
 
 def free_port() -> int:
@@ -44,9 +72,10 @@ def pg_cluster() -> Iterator[Cluster]:
     if os.geteuid() == 0:
         entry = pwd.getpwnam(CLUSTER_USER)
         os.chown(base, entry.pw_uid, entry.pw_gid)
+    clock = shifted_clock()
     cluster = Cluster(base / "pg", free_port(), {
         "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300",
-    })
+    }, env=clock.env() if clock else {})
     cluster.start()
     yield cluster
     cluster.destroy()
@@ -157,16 +186,17 @@ class Factory:
     def business(self, name: str = "Test Bistro", modules: dict[str, bool] | None = None) -> uuid.UUID:
         slug = f"b-{uuid.uuid4().hex[:10]}"
         row = self.conn.execute(
-            "insert into public.businesses (name, slug, modules_json) values (%s, %s, %s) returning id",
-            (name, slug, json.dumps(modules if modules is not None else {"ordering": True})),
+            "insert into public.businesses (name, slug, modules_json, time_zone) values (%s, %s, %s, coalesce(%s, 'UTC')) returning id",
+            (name, slug, json.dumps(modules if modules is not None else {"ordering": True}), venue_zone()),
         ).fetchone()
         assert row is not None
         return row["id"]
 
     def venue(self, business_id: uuid.UUID, name: str = "Main", published: bool = True) -> uuid.UUID:
         row = self.conn.execute(
-            "insert into public.venues (business_id, name, slug, is_published) values (%s, %s, %s, %s) returning id",
-            (business_id, name, f"v-{uuid.uuid4().hex[:8]}", published),
+            "insert into public.venues (business_id, name, slug, is_published, time_zone) values (%s, %s, %s, %s, coalesce(%s, 'UTC')) "
+            "returning id",
+            (business_id, name, f"v-{uuid.uuid4().hex[:8]}", published, venue_zone()),
         ).fetchone()
         assert row is not None
         return row["id"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from tests.functions.test_payments import bearer
 from tests.ordering_fixtures import Outside
 from tests.ordering_kit import signed
 from worker import main as worker_main
-from worker.registry import Resources, registry
+from worker.registry import Resources, load_plugins, registry
 from worker.scheduler import Scheduler
 
 
@@ -58,6 +59,8 @@ def make_due(conn: psycopg.Connection[dict[str, Any]], topic: str) -> None:
 
 
 def run_job(outside: Outside, name: str) -> bool:
+    load_plugins(outside.settings.plugin_modules)
+
     async def go() -> bool:
         from brigade.db import open_pool
         pool = await open_pool(outside.settings.dsn, min_size=1, max_size=2, name="test-jobs")
@@ -202,12 +205,23 @@ def test_cancel_reschedule_and_reminder_emails_go_once(api: Api, conn: psycopg.C
     assert (s["status"], s["payment_status"], s["refunded_cents"]) == ("cancelled", "partially_refunded", 1500)
 
 
+@pytest.mark.clock
 def test_jobs_generate_sessions_sweep_holds_and_complete(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity, outside: Outside) -> None:
     conn.execute("insert into public.activity_schedules (business_id, activity_id, weekday, start_time, capacity) "
                  "select %s, %s, d, '10:00', 4 from generate_series(0, 6) d", (act.tenant.business_id, act.activity_id))
+    zone = ZoneInfo(one(conn, "select time_zone from public.venues where id = %s", (act.venue_id,)))
+    existing = {r["starts_at"] for r in conn.execute("select starts_at from public.activity_sessions where activity_id = %s",
+                                                       (act.activity_id,))}
+    before = datetime.now(timezone.utc)
     assert run_job(outside, "bookings.generate_sessions")
-    made = one(conn, "select count(*) from public.activity_sessions where schedule_id is not null")
-    assert made in (27, 28)  # 28 days ahead; today's 10:00 may have passed
+    after = datetime.now(timezone.utc)
+    today = before.astimezone(zone).date()
+    slots = {datetime.combine(today + timedelta(days=n), time(10), zone) for n in range(28)}
+    # 28 days ahead in the venue's zone from today's 10:00 if still to come; a slot the activity already has
+    # (the kit's sessions start on the hour, so at 10:xx they fall on the schedule's 10:00) is left alone
+    made = {r["starts_at"] for r in conn.execute("select starts_at from public.activity_sessions where schedule_id is not null")}
+    undecided = {s for s in slots if before <= s <= after}  # only when the job runs across 10:00:00 itself
+    assert made - undecided == {s for s in slots if s > after} - existing
     b = hold(api, act)
     run_out_hold(conn, b)
     assert run_job(outside, "bookings.expire_holds")

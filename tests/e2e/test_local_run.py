@@ -19,6 +19,7 @@ import pytest
 
 from brigade.localdb import CLUSTER_USER, Cluster
 from brigade.settings import PROJECT_ROOT
+from tests.clock import clock_env
 from tests.conftest import free_port
 
 DEMO = "00000000-0000-4000-8000-000000000001"
@@ -36,7 +37,7 @@ def data_dir() -> Iterator[Path]:
 
 def local_env(data_dir: Path, db_port: int, fn_port: int) -> dict[str, str]:
     env = {**os.environ, "BRIGADE_DATA_DIR": str(data_dir), "BRIGADE_DB_PORT": str(db_port),
-           "BRIGADE_FUNCTIONS_PORT": str(fn_port), "PYTHONPATH": str(PROJECT_ROOT)}
+           "BRIGADE_FUNCTIONS_PORT": str(fn_port), "PYTHONPATH": str(PROJECT_ROOT), **clock_env()}
     env.pop("DATABASE_URL", None)
     env.pop("BRIGADE_DATABASE_URL", None)
     return env

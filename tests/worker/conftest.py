@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from brigade.settings import PROJECT_ROOT, Settings
+from tests.clock import clock_env
 from tests.worker.plugin import TABLES
 
 PLUGIN = "tests.worker.plugin"
@@ -57,6 +58,7 @@ class WorkerProcess:
             "BRIGADE_WORKER_HEARTBEAT_INTERVAL": str(settings.worker_heartbeat_interval),
             "BRIGADE_LOG_FORMAT": "json",
             "PYTHONPATH": str(PROJECT_ROOT),
+            **clock_env(),
             **(env or {}),
         }
         self.proc = subprocess.Popen([sys.executable, "-m", "brigade", "worker", *args], cwd=PROJECT_ROOT, env=full_env,
