@@ -6,7 +6,8 @@ collected test runs once per instant, and each run *starts* at its instant: Pyth
 PostgreSQL through libfaketime preloaded into the cluster, whose offset file the test rewrites before it starts
 (`FAKETIME_NO_CACHE`, so every backend sees the new offset at once), and worker or `brigade up` processes a test
 spawns through the same preload (`clock_env()`). `BRIGADE_TEST_TZ` is the time zone the factory gives new
-businesses and venues (default: the zone of the instant, else UTC), so "23:59:30 in the venue's zone" is real.
+businesses and venues (default: the zone the running instant was written in), so "23:59:30 in the venue's zone"
+is real.
 
 Without `BRIGADE_TEST_NOW` nothing is preloaded or patched: the suite runs on the wall clock.
 Tests whose expectations depend on the date, weekday, time of day, month length, DST or the zone carry the
@@ -62,13 +63,12 @@ def instants() -> list[Instant]:
     return [parse_instant(part) for part in value.split(";") if part.strip()]
 
 
+current: Instant | None = None  # the instant the running test started at (set by the pinned_clock fixture)
+
+
 def venue_zone() -> str | None:
-    """The zone new test businesses and venues get, or None for the schema's default."""
-    explicit = os.environ.get(ENV_TZ)
-    if explicit:
-        return explicit
-    found = instants()
-    return found[0].zone if found else None
+    """The zone new test businesses and venues get: BRIGADE_TEST_TZ, else the running instant's, else the schema's."""
+    return os.environ.get(ENV_TZ) or (current.zone if current else None)
 
 
 def faketime_library() -> str:

@@ -11,7 +11,9 @@ import socket
 import tempfile
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +21,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 from psycopg.rows import dict_row
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from brigade.auth import Claims
 from brigade.localdb import CLUSTER_USER, Cluster
 from brigade.migrate import migrate
 from brigade.settings import Settings
+from tests import clock as test_clock
 from tests.clock import Instant, instants, real_now, shifted_clock, venue_zone
 
 TEMPLATE_DB = "brigade_template"
@@ -52,9 +55,11 @@ def pinned_clock(request: pytest.FixtureRequest) -> Iterator[Instant | None]:
     clock.set_offset((instant.at - real_now()).total_seconds())
     traveller = time_machine.travel(instant.at, tick=True)
     traveller.start()
+    test_clock.current = instant
     try:
         yield instant
     finally:
+        test_clock.current = None
         traveller.stop()
         clock.set_offset(0.0)
 
@@ -86,25 +91,66 @@ def _dsn(cluster: Cluster, dbname: str) -> str:
     return f"postgresql://postgres@127.0.0.1:{cluster.port}/{dbname}"
 
 
+class DatabaseSupply:
+    """Fresh copies of the template: AHEAD of them are always being made in a background thread while tests run,
+    and used ones are dropped there too, so a test waits for neither. FILE_COPY clones the template's files
+    (PostgreSQL 15's default, WAL_LOG, copies it block by block through the WAL: about twice the time here)."""
+
+    AHEAD = 2
+
+    def __init__(self, cluster: Cluster, template: str) -> None:
+        self.admin = _dsn(cluster, "postgres")
+        self.template = template
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="test-databases")
+        self.ahead: deque[Future[str]] = deque(self.executor.submit(self._create) for _ in range(self.AHEAD))
+
+    def _create(self) -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.admin, autocommit=True) as c:
+            c.execute(sql.SQL("create database {} template {} strategy = file_copy").format(
+                sql.Identifier(name), sql.Identifier(self.template)))
+        return name
+
+    def _drop(self, name: str) -> None:
+        with psycopg.connect(self.admin, autocommit=True) as c:
+            c.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+    def take(self) -> str:
+        name = self.ahead.popleft().result()
+        self.ahead.append(self.executor.submit(self._create))
+        return name
+
+    def give_back(self, name: str) -> None:
+        self.executor.submit(self._drop, name)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_cluster: Cluster) -> Iterator[str]:
-    """The template database: sql/compat, pgmq and every migration, applied once per run."""
-    janitor = DatabaseJanitor(user="postgres", host="127.0.0.1", port=pg_cluster.port, dbname=TEMPLATE_DB, as_template=True)
-    janitor.init()
+    """The template database: sql/compat, pgmq and every migration, applied once per run (per xdist worker)."""
+    with psycopg.connect(_dsn(pg_cluster, "postgres"), autocommit=True) as c:
+        c.execute(sql.SQL("create database {}").format(sql.Identifier(TEMPLATE_DB)))
     migrate(_dsn(pg_cluster, TEMPLATE_DB), compat=True, seed=False)
+    with psycopg.connect(_dsn(pg_cluster, "postgres"), autocommit=True) as c:
+        c.execute("update pg_database set datistemplate = true where datname = %s", (TEMPLATE_DB,))
     yield TEMPLATE_DB
-    janitor.drop()
+
+
+@pytest.fixture(scope="session")
+def database_supply(pg_cluster: Cluster, template_db: str) -> Iterator[DatabaseSupply]:
+    supply = DatabaseSupply(pg_cluster, template_db)
+    yield supply
+    supply.close()
 
 
 @pytest.fixture
-def db_dsn(pg_cluster: Cluster, template_db: str) -> Iterator[str]:
+def db_dsn(pg_cluster: Cluster, database_supply: DatabaseSupply) -> Iterator[str]:
     """A fresh copy of the template for this test (committed data and NOTIFY behave as in production)."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    janitor = DatabaseJanitor(user="postgres", host="127.0.0.1", port=pg_cluster.port, dbname=name,
-                              template_dbname=template_db)
-    janitor.init()
+    name = database_supply.take()
     yield _dsn(pg_cluster, name)
-    janitor.drop()
+    database_supply.give_back(name)
 
 
 @pytest.fixture
