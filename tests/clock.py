@@ -11,7 +11,7 @@ is real.
 
 Without `BRIGADE_TEST_NOW` nothing is preloaded or patched: the suite runs on the wall clock.
 Tests whose expectations depend on the date, weekday, time of day, month length, DST or the zone carry the
-`clock` marker; `make test` runs those again at the hard instants in CLOCK_INSTANTS.
+`clock` marker; `make test` runs those again at HARD_INSTANTS (`BRIGADE_TEST_NOW=hard`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,19 @@ from zoneinfo import ZoneInfo
 
 ENV_NOW = "BRIGADE_TEST_NOW"
 ENV_TZ = "BRIGADE_TEST_TZ"
+
+# `BRIGADE_TEST_NOW=hard`: the instants the clock-sensitive tests must pass at, each written in the zone the
+# test venues get for it.
+HARD_INSTANTS = (
+    "2027-06-15T23:59:30 Europe/Paris",  # 23:59:30 in the venue's zone, when UTC is still two hours before midnight
+    "2027-03-28T01:59:30 Europe/Paris",  # DST starts: 02:00 becomes 03:00, a 23-hour day
+    "2027-10-31T02:59:30 Europe/Paris",  # DST ends: 03:00 becomes 02:00 again, a 25-hour day
+    "2028-02-28T23:59:30 Europe/Paris",  # the eve of a leap day
+    "2028-02-29T23:59:30 Europe/Paris",  # a leap day, about to become 1 March
+    "2027-12-31T23:59:30 Europe/Paris",  # the last seconds of a year (and of a month, a quarter, a week's Friday)
+    "2027-01-04T00:00:00 Europe/Paris",  # a Monday 00:00 (Sunday 23:00 in UTC)
+    "2027-01-04T00:00:00Z",              # a Monday 00:00 in UTC, venues on UTC
+)
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,8 @@ def parse_instant(text: str) -> Instant:
 
 def instants() -> list[Instant]:
     value = os.environ.get(ENV_NOW, "")
+    if value.strip() == "hard":
+        value = ";".join(HARD_INSTANTS)
     return [parse_instant(part) for part in value.split(";") if part.strip()]
 
 
