@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -406,15 +408,22 @@ def test_reschedule_moves_the_seats_or_refuses(api: Api, conn: psycopg.Connectio
     assert code_of(exc) == "BR612"
 
 
+@pytest.mark.clock
 def test_figures_and_search(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity) -> None:
     staff = act.tenant.claims("staff")
     today = booking_in("confirmed", conn, api, act)
-    conn.execute("update public.activity_sessions set starts_at = now() + interval '1 minute', ends_at = now() + interval '61 minutes' "
-                 "where id = %s", (act.sessions[0],))
+    starts = one(conn, "update public.activity_sessions set starts_at = now() + interval '1 minute', ends_at = now() + interval '61 minutes' "
+                       "where id = %s returning starts_at", (act.sessions[0],))
     hold(api, act, 1, customer={"name": "Ivy Pending", "email": "ivy@example.test"})
-    figures = api.run(staff, "select public.booking_figures(%s) as f", (act.tenant.business_id,))[0]["f"]
-    local_today = one(conn, "select (now() at time zone 'UTC')::date = ((now() + interval '1 minute') at time zone 'UTC')::date")
-    assert figures["today"] == (1 if local_today else 0)
+    zone = venue_zone(conn, act.venue_id)
+    with api.session(staff) as c:  # the figures and the expectation read the same transaction's now()
+        row = c.execute("select public.booking_figures(%s) as f, now() as at", (act.tenant.business_id,)).fetchone()
+    assert row is not None
+    figures, at = row["f"], row["at"].astimezone(zone)
+    session_day = starts.astimezone(zone).date()
+    assert figures["today"] == (1 if session_day == at.date() else 0)
+    week_start = at.date() - timedelta(days=at.weekday())
+    assert figures["this_week"] == (1 if week_start <= session_day < week_start + timedelta(days=7) else 0)
     assert figures["pending_holds"] == 1 and figures["revenue_total_cents"] == today["total_cents"]
     found = api.run(staff, "select booking_number from public.search_bookings(%s, q => 'ivy@')", (act.tenant.business_id,))
     assert len(found) == 1
@@ -425,40 +434,50 @@ def test_figures_and_search(api: Api, conn: psycopg.Connection[dict[str, Any]], 
     other = build_activity(conn, act.tenant, name="Laser Tag", sessions=1)
     hold(api, other)
     assert len(api.run(staff, "select 1 from public.search_bookings(%s, activity_id => %s)", (act.tenant.business_id, other.activity_id))) == 1
-    day1 = one(conn, "select (starts_at at time zone 'UTC')::date from public.activity_sessions where id = %s", (act.sessions[1],))
+    day1 = one(conn, "select (starts_at at time zone %s)::date from public.activity_sessions where id = %s", (str(zone), act.sessions[1]))
     in_range = api.run(staff, "select guest_name from public.search_bookings(%s, date_from => %s, date_to => %s)",
                        (act.tenant.business_id, day1, day1))
     assert [r["guest_name"] for r in in_range] == ["Ivy Pending"]
-    assert api.run(staff, "select 1 from public.search_bookings(%s, date_from => %s)", (act.tenant.business_id, day1 + __import__("datetime").timedelta(days=30))) == []
+    assert api.run(staff, "select 1 from public.search_bookings(%s, date_from => %s)", (act.tenant.business_id, day1 + timedelta(days=30))) == []
     outsider = Claims.user("00000000-0000-4000-8000-00000000abcd")
     assert api.run(outsider, "select * from public.search_bookings(%s)", (act.tenant.business_id,)) == []
 
 
+def venue_zone(conn: psycopg.Connection[dict[str, Any]], venue_id: Any) -> ZoneInfo:
+    return ZoneInfo(one(conn, "select time_zone from public.venues where id = %s", (venue_id,)))
+
+
 # -- sessions from schedules ------------------------------------------------------------------------
 
+@pytest.mark.clock
 def test_sessions_from_weekly_schedules_skip_blackouts(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity) -> None:
     manager = act.tenant.claims("manager")
     b = act.tenant.business_id
-    weekday = one(conn, "select extract(dow from now() + interval '3 days')::int")
+    zone = venue_zone(conn, act.venue_id)
+    local_today = datetime.now(zone).date()
+    weekday = (local_today + timedelta(days=3)).isoweekday() % 7  # PostgreSQL's dow: Sunday is 0
     api.run(manager, "insert into public.activity_schedules (business_id, activity_id, weekday, start_time, capacity) "
                      "values (%s, %s, %s, '18:00', 6)", (b, act.activity_id, weekday))
-    blackout_day = one(conn, "select (now() + interval '10 days')::date")
+    blackout_day = local_today + timedelta(days=10)
     api.run(manager, "insert into public.activity_blackouts (business_id, venue_id, starts_on, ends_on, reason) values (%s, %s, %s, %s, 'holiday')",
             (b, act.venue_id, blackout_day, blackout_day))
-    made = api.run(manager, "select public.generate_sessions(%s, 14) as n", (b,))[0]["n"]
-    days = one(conn, "select count(*) from generate_series(current_date, current_date + 13, interval '1 day') d "
-                     "where extract(dow from d) = %s and d::date <> %s", (weekday, blackout_day))
-    assert made == days and made >= 1
+    with api.session(manager) as c:  # the expectation reads the generating transaction's now()
+        row = c.execute("select public.generate_sessions(%s, 14) as n, now() as at", (b,)).fetchone()
+    assert row is not None
+    at = row["at"].astimezone(zone)
+    slots = [datetime.combine(at.date() + timedelta(days=n), time(18), zone) for n in range(14)]
+    expected = {s for s in slots if s.isoweekday() % 7 == weekday and s.date() != blackout_day and s > at}
+    made = {r["starts_at"] for r in conn.execute("select starts_at from public.activity_sessions where schedule_id is not null")}
+    assert row["n"] == len(made) and made == expected and len(made) >= 1
     assert api.run(manager, "select public.generate_sessions(%s, 14) as n", (b,))[0]["n"] == 0
     rows = conn.execute("select starts_at, capacity, ends_at - starts_at as len from public.activity_sessions where schedule_id is not null").fetchall()
-    assert all(r["capacity"] == 6 and r["len"].total_seconds() == 3600 for r in rows)
-    assert all(r["starts_at"].astimezone().hour == 18 or True for r in rows)
-    assert one(conn, "select count(*) from public.activity_sessions where schedule_id is not null and starts_at::date = %s", (blackout_day,)) == 0
+    assert all(r["capacity"] == 6 and r["len"].total_seconds() == 3600 and r["starts_at"].astimezone(zone).hour == 18 for r in rows)
     with pytest.raises(psycopg.Error) as exc:
         api.run(act.tenant.claims("staff"), "select public.generate_sessions(%s, 14)", (b,))
     assert code_of(exc) == "42501"
     # a blackout added later cancels the unbooked sessions it covers
-    first = conn.execute("select id, starts_at::date as d from public.activity_sessions where schedule_id is not null order by starts_at limit 1").fetchone()
+    first = conn.execute("select id, (starts_at at time zone %s)::date as d from public.activity_sessions where schedule_id is not null "
+                         "order by starts_at limit 1", (str(zone),)).fetchone()
     assert first is not None
     api.run(manager, "insert into public.activity_blackouts (business_id, venue_id, activity_id, starts_on, ends_on) values (%s, %s, %s, %s, %s)",
             (b, act.venue_id, act.activity_id, first["d"], first["d"]))
