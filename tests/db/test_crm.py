@@ -328,18 +328,43 @@ def test_admin_answers_are_exact(api: Api, conn: psycopg.Connection[dict[str, An
     assert api.run(crm.claims("owner"), "select total_orders from public.customer_lifetime where customer_id = %s", (people["Ann"],)) == [{"total_orders": 5}]
 
 
+@pytest.mark.clock
 def test_birthdays_and_dormancy_are_emitted_once(conn: psycopg.Connection[dict[str, Any]], crm: Tenant) -> None:
-    born_today = conn.execute("select (now() at time zone 'UTC')::date - interval '30 years' as d").fetchone()["d"]  # type: ignore[index]
-    bday = customer(conn, crm, "Birthday", date_of_birth=born_today)
-    sleepy = customer(conn, crm, "Sleepy")
-    stats(conn, crm, sleepy, 2, 3000, 31)
-    stats(conn, crm, customer(conn, crm, "Fresh"), 2, 3000, 29)
-    assert conn.execute("select app.emit_crm_events(30) as n").fetchone() == {"n": 2}
+    with conn.transaction():  # one now(): the birthday is today in the business's zone when the pass runs
+        # 28 years back keeps the month and day, 29 February included
+        born_today = conn.execute("select (make_date(extract(year from l)::int - 28, extract(month from l)::int, extract(day from l)::int)) as d "
+                                  "from (select (now() at time zone time_zone)::date as l from public.businesses where id = %s) x",
+                                  (crm.business_id,)).fetchone()["d"]  # type: ignore[index]
+        bday = customer(conn, crm, "Birthday", date_of_birth=born_today)
+        sleepy = customer(conn, crm, "Sleepy")
+        stats(conn, crm, sleepy, 2, 3000, 31)
+        stats(conn, crm, customer(conn, crm, "Fresh"), 2, 3000, 29)
+        assert conn.execute("select app.emit_crm_events(30) as n").fetchone() == {"n": 2}
     assert conn.execute("select app.emit_crm_events(30) as n").fetchone() == {"n": 0}, "once per birthday and per dormancy"
     events = {(r["t"], r["c"]) for r in conn.execute(
         "select message ->> 'topic' as t, (message -> 'payload' ->> 'customer_id')::uuid as c from pgmq.q_brigade_events "
         "where message ->> 'topic' like 'customer.%%'")}
     assert events == {("customer.birthday", bday), ("customer.dormant", sleepy)}
+
+
+@pytest.mark.parametrize(("as_of", "zone", "celebrated"), [
+    ("2027-02-28 12:00+00", "UTC", {"Leap", "Feb 28"}),          # no 29th in 2027: the leap-day baby's birthday is the 28th
+    ("2027-03-01 12:00+00", "UTC", {"Mar 1"}),
+    ("2028-02-28 12:00+00", "UTC", {"Feb 28"}),                  # 2028 has a 29th: she waits a day
+    ("2028-02-29 12:00+00", "UTC", {"Leap"}),
+    ("2028-02-28 23:30+00", "Europe/Paris", {"Leap"}),            # already the 29th in Paris
+    ("2027-02-28 22:59+00", "Europe/Paris", {"Leap", "Feb 28"}),  # 23:59 on the 28th in Paris
+])
+def test_birthdays_are_on_the_day_in_the_business_zone_leap_days_included(conn: psycopg.Connection[dict[str, Any]], crm: Tenant, as_of: str,
+                                                                           zone: str, celebrated: set[str]) -> None:
+    conn.execute("update public.businesses set time_zone = %s where id = %s", (zone, crm.business_id))
+    people = {name: customer(conn, crm, name, date_of_birth=born) for name, born in
+              [("Leap", "1996-02-29"), ("Feb 28", "1990-02-28"), ("Mar 1", "1991-03-01")]}
+    assert conn.execute("select app.emit_crm_events_at(30, %s) as n", (as_of,)).fetchone() == {"n": len(celebrated)}
+    assert conn.execute("select app.emit_crm_events_at(30, %s) as n", (as_of,)).fetchone() == {"n": 0}, "once a year"
+    emitted = {r["c"] for r in conn.execute("select (message -> 'payload' ->> 'customer_id')::uuid as c from pgmq.q_brigade_events "
+                                            "where message ->> 'topic' = 'customer.birthday'")}
+    assert emitted == {people[name] for name in celebrated}
 
 
 def test_system_segments_per_venue_and_the_nightly_run(conn: psycopg.Connection[dict[str, Any]], crm: Tenant) -> None:
