@@ -125,19 +125,22 @@ def test_the_status_machine_never_goes_back(conn: Conn, api: Api, factory: Facto
     assert sqlstate(lambda: conn.execute("delete from public.delivery_events")) == "BR006"
 
 
+@pytest.mark.clock
 def test_windows_offline_and_the_module_gate(api: Api, conn: Conn, factory: Factory, operator: Claims) -> None:
     fleet = make_fleet(conn, factory)
     night = add_driver(conn, factory, fleet, "night_owl", km_north=0.1)
     add_driver(conn, factory, fleet, "day", km_north=2.0)
-    # night_owl only works a window that is not now (a one-minute window twelve hours away)
+    # night_owl only works a window that is not now: ten minutes twelve hours away, on that moment's weekday in the
+    # business's zone (past midnight it is tomorrow's window, and one that runs over midnight is an overnight one)
     conn.execute("insert into public.driver_availability_windows (business_id, driver_id, weekday, starts_at, ends_at) "
-                 "select %s, %s, extract(dow from l)::int, (l + interval '12 hours')::time, (l + interval '12 hours 1 minute')::time "
-                 "from (select now() at time zone 'UTC' as l) x", (fleet.tenant.business_id, night))
+                 "select %s, %s, extract(dow from l)::int, l::time, (l + interval '10 minutes')::time "
+                 "from (select (now() + interval '12 hours') at time zone time_zone as l from public.businesses where id = %s) x",
+                 (fleet.tenant.business_id, night, fleet.tenant.business_id))
     order = ready_order(api, conn, fleet)
     conn.execute("select app.start_dispatch(%s, %s)", (fleet.tenant.business_id, order["order_id"]))
     [offer] = offers(conn, delivery_of(conn, order)["id"])
     assert offer["driver_id"] == fleet.drivers["day"]
-    assert conn.execute("select app.driver_in_window(%s, %s, now() + interval '12 hours 30 seconds') as ok",
+    assert conn.execute("select app.driver_in_window(%s, %s, now() + interval '12 hours 1 minute') as ok",
                         (fleet.tenant.business_id, night)).fetchone() == {"ok": True}
 
     api.run(operator, "select public.set_business_module(%s, 'dispatch', false)", (fleet.tenant.business_id,))
