@@ -10,8 +10,10 @@ import base64
 import json
 import time
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import httpx
 import psycopg
@@ -110,10 +112,14 @@ def test_consent_revoked_during_the_delay_means_no_message(api: Api, conn: psyco
     assert (row["status"], row["skip_reason"]) == ("skipped", "no_consent")
 
 
+@pytest.mark.clock
 def test_quiet_hours_hold_the_message_back(api: Api, conn: psycopg.Connection[dict[str, Any]], shop: Menu, outside: Outside) -> None:
     b = shop.tenant.business_id
     customer(api, conn, shop, days_ago=35)
-    now = conn.execute("select (now() at time zone 'UTC')::time as t").fetchone()["t"]  # type: ignore[index]
+    venue = conn.execute("select (now() at time zone time_zone)::time as t, now() as at, time_zone from public.venues where id = %s",
+                         (shop.venue_id,)).fetchone()  # quiet hours are the venue's
+    assert venue is not None
+    now = venue["t"]
     rule = automation(conn, b, quiet_start=(conn.execute("select (%s::time - interval '1 hour')::time as t", (now,)).fetchone()["t"]),  # type: ignore[index]
                       quiet_end=(conn.execute("select (%s::time + interval '1 hour')::time as t", (now,)).fetchone()["t"]))  # type: ignore[index]
     conn.execute("select app.evaluate_dormant_automations(%s)", (b,))
@@ -122,7 +128,13 @@ def test_quiet_hours_hold_the_message_back(api: Api, conn: psycopg.Connection[di
     [row] = sends(conn, b, automation_id=rule)
     assert row["status"] == "scheduled" and row["deferrals"] == 1
     [pending] = queued(conn, row["id"])
-    assert 3500 < float(pending["in_seconds"]) <= 3601, "announced again for the end of the quiet window"
+    # the window ends an hour of wall clock from now in the venue's zone: 3,600 s, or 7,200 s / 0 s... across a DST change
+    zone = ZoneInfo(venue["time_zone"])
+    local = venue["at"].astimezone(zone)
+    end = datetime.combine(local.date(), (local + timedelta(hours=1)).time(), zone)
+    end = end if end > local else datetime.combine(local.date() + timedelta(days=1), end.time(), zone)
+    expected = (end - venue["at"]).total_seconds()
+    assert expected - 100 < float(pending["in_seconds"]) <= expected + 1, "announced again for the end of the quiet window"
 
 
 def test_marketing_email_carries_a_working_unsubscribe_link(api: Api, conn: psycopg.Connection[dict[str, Any]], shop: Menu, outside: Outside) -> None:
