@@ -330,8 +330,9 @@ def test_opening_hours(conn: psycopg.Connection[dict[str, Any]], menu: Menu, hou
     for opens, closes in hours:
         conn.execute("insert into public.venue_opening_hours (business_id, venue_id, weekday, opens_at, closes_at) "
                      "select %s, %s, d, %s, %s from generate_series(0, 6) d", (b, v, opens, closes))
-    at = f"2026-11-18 {local}:00+00"  # a Wednesday; the venue is in UTC
-    assert conn.execute("select app.venue_is_open(%s, %s, %s) as o", (b, v, at)).fetchone() == {"o": is_open}
+    at = f"2026-11-18 {local}:00"  # a Wednesday, in the venue's zone
+    assert conn.execute("select app.venue_is_open(%s, %s, %s::timestamp at time zone time_zone) as o from public.venues where id = %s",
+                        (b, v, at, v)).fetchone() == {"o": is_open}
 
 
 def test_payment_after_cancellation_reaches_no_kitchen(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu) -> None:

@@ -107,6 +107,7 @@ def invoice_lines(conn: Conn, b: uuid.UUID) -> dict[str, dict[str, Any]]:
 def test_proration_by_day(conn: Conn, tenant: Tenant) -> None:
     """A 30-day period: starter all along until the 21st, CRM from the 11th, growth from the 21st."""
     b = tenant.business_id
+    conn.execute("update public.businesses set time_zone = 'UTC' where id = %s", (b,))  # the days below are UTC days
     conn.execute("update public.business_subscriptions set current_period_start = '2026-11-01T00:00Z', "
                  "current_period_end = '2026-12-01T00:00Z' where business_id = %s", (b,))
     conn.execute("update public.business_subscription_lines set starts_at = '2026-11-01T00:00Z' where business_id = %s", (b,))
