@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -48,8 +49,8 @@ def _other_tenant_product(conn: psycopg.Connection[dict[str, Any]], factory: Fac
     ("unavailable product", "BR103", "product_unavailable"),
     ("unpublished product", "BR103", "product_unavailable"),
     ("other tenant's product", "BR105", "unknown_product"),
-    ("closed venue", "BR101", "venue_closed"),
-    ("closed at scheduled time", "BR101", "venue_closed"),
+    pytest.param("closed venue", "BR101", "venue_closed", marks=pytest.mark.clock),
+    pytest.param("closed at scheduled time", "BR101", "venue_closed", marks=pytest.mark.clock),
     ("missing delivery address", "BR108", "delivery_address_required"),
     ("outside delivery area", "BR109", "outside_delivery_area"),
     ("no items", "BR102", "no_items"),
@@ -83,14 +84,15 @@ def test_refusals_have_their_own_code_and_write_nothing(
     elif case == "other tenant's product":
         payload["items"][1]["product_id"] = _other_tenant_product(conn, factory)
     elif case == "closed venue":
-        today = conn.execute("select (now() at time zone time_zone)::date as d from public.venues where id = %s", (venue,)).fetchone()
-        conn.execute("insert into public.venue_hours_exceptions (business_id, venue_id, on_date, is_closed) values (%s, %s, %s, true)",
-                     (b, venue, today["d"]))  # type: ignore[index]
+        conn.execute("insert into public.venue_hours_exceptions (business_id, venue_id, on_date, is_closed) "  # today and tomorrow in the
+                     "select %s, %s, (now() at time zone time_zone)::date + d, true from public.venues, generate_series(0, 1) d "  # venue's zone:
+                     "where id = %s", (b, venue, venue))  # the order may be placed after midnight
     elif case == "closed at scheduled time":
         conn.execute("insert into public.venue_opening_hours (business_id, venue_id, weekday, opens_at, closes_at) "
                      "select %s, %s, d, '09:00', '17:00' from generate_series(0, 6) d", (b, venue))
-        tomorrow_3am = (datetime.now(timezone.utc) + timedelta(days=1)).replace(hour=3, minute=0, second=0, microsecond=0)
-        payload["scheduled_for"] = tomorrow_3am.isoformat()  # the venue is in UTC
+        zone = ZoneInfo(conn.execute("select time_zone from public.venues where id = %s", (venue,)).fetchone()["time_zone"])  # type: ignore[index]
+        tomorrow_3am = datetime.combine(datetime.now(zone).date() + timedelta(days=1), time(3), zone)  # 03:00 at the venue
+        payload["scheduled_for"] = tomorrow_3am.isoformat()
     elif case == "missing delivery address":
         payload["fulfilment"] = "delivery"
     elif case == "outside delivery area":
