@@ -85,8 +85,9 @@ def test_hold_checkout_webhook_confirmation(api: Api, conn: psycopg.Connection[d
     [created] = outside.stripe.sessions()
     form = {k: v[0] for k, v in created.form.items()}
     meta = {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}
-    starts = conn.execute("select to_char(starts_at at time zone 'UTC', 'YYYY-MM-DD') as d, to_char(starts_at at time zone 'UTC', 'HH24:MI') as t "
-                          "from public.activity_sessions where id = %s", (act.sessions[0],)).fetchone()
+    starts = conn.execute("select to_char(starts_at at time zone v.time_zone, 'YYYY-MM-DD') as d, to_char(starts_at at time zone v.time_zone, 'HH24:MI') as t "
+                          "from public.activity_sessions s join public.venues v on v.id = s.venue_id where s.id = %s",
+                          (act.sessions[0],)).fetchone()  # the booking's date and time at the venue
     assert meta | {} == meta and {
         "kind": "booking", "booking_id": b["booking_id"], "business_id": b["business_id"], "organization_id": b["business_id"],
         "booking_number": b["booking_number"], "activity_id": str(act.activity_id), "venue_id": str(act.venue_id),
