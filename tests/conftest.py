@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import time_machine
 from psycopg import sql
 from psycopg.rows import dict_row
 
@@ -50,8 +51,6 @@ def pinned_clock(request: pytest.FixtureRequest) -> Iterator[Instant | None]:
     if instant is None or clock is None:
         yield None
         return
-    import time_machine
-
     clock.set_offset((instant.at - real_now()).total_seconds())
     traveller = time_machine.travel(instant.at, tick=True)
     traveller.start()
