@@ -108,13 +108,15 @@ class ShiftedClock:
         tmp.chmod(0o644)
         tmp.replace(self.file)  # atomic: a backend reading mid-write never sees half a number
 
-    def env(self) -> dict[str, str]:
-        return {
-            "LD_PRELOAD": faketime_library(),
-            "FAKETIME_TIMESTAMP_FILE": str(self.file),
-            "FAKETIME_NO_CACHE": "1",
-            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-        }
+    def env(self, *, long_lived: bool = False) -> dict[str, str]:
+        """The preload for a process. A long-lived one (the test cluster, which outlives each test's offset)
+        keeps the real monotonic clock, so a changed offset never makes its timers jump; a process a test
+        starts lives under one offset and gets the monotonic clock shifted too, since libfaketime refuses an
+        absolute monotonic sleep (Python's time.sleep) with EINVAL otherwise."""
+        env = {"LD_PRELOAD": faketime_library(), "FAKETIME_TIMESTAMP_FILE": str(self.file), "FAKETIME_NO_CACHE": "1"}
+        if long_lived:
+            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+        return env
 
 
 _clock: ShiftedClock | None = None

@@ -79,7 +79,7 @@ def pg_cluster() -> Iterator[Cluster]:
     clock = shifted_clock()
     cluster = Cluster(base / "pg", free_port(), {
         "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off", "max_connections": "300",
-    }, env=clock.env() if clock else {})
+    }, env=clock.env(long_lived=True) if clock else {})
     cluster.start()
     yield cluster
     cluster.destroy()
