@@ -221,3 +221,15 @@ def test_business_modules_is_for_members(api: Api, factory: Factory, tenant: Ten
     modules = api.run(tenant.claims("staff"), "select public.business_modules(%s) as m", (tenant.business_id,))[0]["m"]
     assert modules == {"ordering": True, "bookings": False, "crm": False, "loyalty": False, "campaigns": False,
                        "voice": False, "dispatch": False}
+
+
+def test_time_zone_names_are_checked_against_the_zone_database(conn: psycopg.Connection[dict[str, Any]], factory: Factory) -> None:
+    known = conn.execute("select count(*) as n from app.time_zone_names").fetchone()
+    listed = conn.execute("select count(distinct name) as n from pg_timezone_names").fetchone()
+    assert known == listed and known is not None and known["n"] > 300
+    assert conn.execute("select app.is_time_zone('Europe/Sofia') as a, app.is_time_zone('Mars/Olympus') as b").fetchone() == {"a": True, "b": False}
+    conn.execute("delete from app.time_zone_names where name = 'Asia/Kathmandu'")  # a zone newer than the copy is still valid
+    assert conn.execute("select app.is_time_zone('Asia/Kathmandu') as ok").fetchone() == {"ok": True}
+    b = factory.business()
+    with pytest.raises(psycopg.errors.CheckViolation):
+        conn.execute("insert into public.venues (business_id, name, slug, time_zone) values (%s, 'X', 'x-tz', 'Europe/Nowhere')", (b,))

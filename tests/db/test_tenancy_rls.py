@@ -8,14 +8,18 @@ for both tenants in it, or test_every_public_table_is_covered fails.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from brigade.auth import Claims
-from tests.conftest import Api, Factory, Tenant
+from brigade.localdb import Cluster
+from tests.conftest import Api, DatabaseSupply, Factory, Tenant, _dsn
 from tests.db.tenant_rows import TenantRows, declared, modules
 from tests.ordering_kit import build_menu, order_payload, session_completed
 
@@ -59,8 +63,46 @@ def venue_column(conn: psycopg.Connection[dict[str, Any]], table: str) -> str | 
     return "venue_id" if "venue_id" in names else None
 
 
+@dataclass
+class World:
+    """The two tenants, built once into a template of their own; each test gets a fresh copy of it."""
+
+    supply: DatabaseSupply
+    tenants: tuple[Tenant, Tenant]
+
+
+@pytest.fixture(scope="session")
+def rls_world(pg_cluster: Cluster, template_db: str) -> Iterator[World]:
+    name = "brigade_template_rls"
+    with psycopg.connect(_dsn(pg_cluster, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {} template {} strategy = file_copy").format(sql.Identifier(name), sql.Identifier(template_db)))
+    with psycopg.connect(_dsn(pg_cluster, name), row_factory=dict_row, autocommit=True) as conn:
+        api = Api(_dsn(pg_cluster, name))
+        try:
+            tenants = build_tenants(Factory(conn), conn, api)
+        finally:
+            api.close()
+    with psycopg.connect(_dsn(pg_cluster, "postgres"), autocommit=True) as admin:
+        admin.execute("update pg_database set datistemplate = true where datname = %s", (name,))
+    supply = DatabaseSupply(pg_cluster, name)
+    yield World(supply, tenants)
+    supply.close()
+
+
 @pytest.fixture
-def tenants(factory: Factory, conn: psycopg.Connection[dict[str, Any]], api: Api) -> tuple[Tenant, Tenant]:
+def db_dsn(pg_cluster: Cluster, rls_world: World) -> Iterator[str]:
+    """This module's tests start from a copy of the two-tenant template (the walks only read, or are refused)."""
+    name = rls_world.supply.take()
+    yield _dsn(pg_cluster, name)
+    rls_world.supply.give_back(name)
+
+
+@pytest.fixture
+def tenants(rls_world: World) -> tuple[Tenant, Tenant]:
+    return rls_world.tenants
+
+
+def build_tenants(factory: Factory, conn: psycopg.Connection[dict[str, Any]], api: Api) -> tuple[Tenant, Tenant]:
     """Two businesses with rows in every tenant table (extend this when a module adds tables)."""
     a = factory.tenant("Alpha Diner", {"ordering": True})
     b = factory.tenant("Bravo Bakery", {"ordering": True})
@@ -150,7 +192,7 @@ def primary_key(conn: psycopg.Connection[dict[str, Any]], table: str) -> list[st
 
 def visible(api: Api, claims: Claims, table: str, where: sql.Composable, params: Any = None) -> list[dict[str, Any]] | None:
     """Rows the caller sees, projected on the columns its role may select; None when it may select none."""
-    with psycopg.connect(api.dsn, row_factory=psycopg.rows.dict_row) as c:
+    with api.pool.connection() as c:
         cols = selectable(c, table, claims.role)
     if not cols:
         return None
