@@ -81,14 +81,25 @@ def test_staff_limit_counts_members_but_not_drivers(api: Api, conn: Conn, factor
     factory.member(tenant.business_id, factory.user(), "staff")
 
 
+@pytest.mark.clock
 def test_orders_per_month_limit(api: Api, conn: Conn, menu: Menu) -> None:
     b = menu.tenant.business_id
     limit = plan(conn, "starter")["max_orders_per_month"]
-    api.run(Claims.anon(), "select public.place_order(%s)", (json.dumps(order_payload(menu)),))
-    name = conn.execute("select app.orders_month_counter(%s, now()) as n", (b,)).fetchone()["n"]  # type: ignore[index]
+    first = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
+    # the month is the order's own, in the business's zone
+    name = conn.execute("select app.orders_month_counter(%s, placed_at) as n from public.orders where id = %s",
+                        (b, first["order_id"])).fetchone()["n"]  # type: ignore[index]
     assert conn.execute("select value from app.business_counters where business_id = %s and name = %s", (b, name)).fetchone() == {"value": 1}
-    conn.execute("update app.business_counters set value = %s where business_id = %s and name = %s", (limit - 1, b, name))
+
+    def usage_at(value: int) -> None:
+        """This month's and next month's counters at value, so the test holds when a month ends while it runs."""
+        conn.execute("insert into app.business_counters (business_id, name, value) "
+                     "select %s, app.orders_month_counter(%s, at), %s from unnest(array[now(), now() + interval '1 month']) at "
+                     "on conflict (business_id, name) do update set value = excluded.value", (b, b, value))
+
+    usage_at(limit - 1)
     api.run(Claims.anon(), "select public.place_order(%s)", (json.dumps(order_payload(menu)),))  # the last one allowed
+    usage_at(limit)
     with pytest.raises(psycopg.Error) as err:
         api.run(Claims.anon(), "select public.place_order(%s)", (json.dumps(order_payload(menu)),))
     assert err.value.diag.sqlstate == "BR703" and err.value.diag.message_hint == "order_limit"
