@@ -97,7 +97,8 @@ grant select (business_id, id, venue_id, order_id, status, provider, driver_busi
 
 /** Profit per paid order: revenue, cost of goods, Stripe fees, messaging costs, margin. Runs with the
     view owner's privileges (costs are not granted to API roles) and filters itself: owners and
-    managers of the order's venue, the operator and the service role. */
+    managers of the order's venue, the operator, the service role and direct database sessions
+    (app.is_operator). */
 create or replace view public.order_profit with (security_invoker = false) as
 select o.business_id, o.venue_id, o.id as order_id, o.order_number, o.placed_at, o.paid_at, o.currency,
        o.total_cents, o.refunded_cents,
@@ -115,7 +116,7 @@ left join lateral (select sum(p.fee_cents) as fees from public.payments p
 left join lateral (select sum(n.cost_cents) as cost from public.notification_log n
                    where n.business_id = o.business_id and n.order_id = o.id) msg on true
 where o.paid_at is not null
-  and (app.is_platform_or_service()
+  and (app.is_operator()
        or (app.module_enabled(o.business_id, 'ordering')
            and (o.business_id, o.venue_id) in (select k.business_id, k.venue_id from app.my_venue_keys('{owner,manager}') k)));
 revoke all on public.order_profit from anon, authenticated;
@@ -123,7 +124,7 @@ grant select on public.order_profit to authenticated, service_role;
 
 /** What each delivery cost and earned the business. Runs with the view owner's privileges
     (deliveries.cost_cents is not granted to API roles) and filters itself: owners and managers, the
-    operator and the service role. */
+    operator, the service role and direct database sessions (app.is_operator). */
 create or replace view public.delivery_margins with (security_invoker = false) as
 select d.business_id, d.venue_id, d.id as delivery_id, d.order_id, d.provider, d.status, d.currency,
        d.fee_cents as delivery_fee_cents, d.tip_cents, d.cost_cents,
@@ -131,7 +132,7 @@ select d.business_id, d.venue_id, d.id as delivery_id, d.order_id, d.provider, d
        o.total_cents - o.refunded_cents - d.cost_cents as order_net_of_delivery_cents
 from public.deliveries d
 join public.orders o on o.business_id = d.business_id and o.id = d.order_id
-where app.is_platform_or_service()
+where app.is_operator()
    or (app.module_enabled(d.business_id, 'dispatch')
        and d.business_id in (select app.my_business_ids('{owner,manager}')));
 revoke all on public.delivery_margins from anon, authenticated;
