@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 from brigade.errors import Unauthorized
 
 PLATFORM_ADMIN = "platform_admin"
+# The audience Supabase Auth puts in every user token; the API keys (anon, service_role) carry none.
+AUDIENCE = "authenticated"
 
 
 class Claims(BaseModel):
@@ -61,11 +63,22 @@ def sign(claims: Claims, secret: str, *, expires_in: int = 3600) -> str:
 
 
 def verify(token: str, secret: str) -> Claims:
-    """Claims of a valid token; Unauthorized for a missing, forged or expired one."""
+    """Claims of a valid token; Unauthorized for a missing, forged or expired one, or one for another
+    audience (a user token must say aud = authenticated, as Supabase Auth issues it)."""
     try:
+        # aud is checked below: PyJWT's own check cannot accept the audience-less API keys
         body = jwt.decode(token, secret, algorithms=["HS256"], options={"verify_aud": False, "require": ["exp"]})
     except jwt.ExpiredSignatureError as exc:
         raise Unauthorized("token expired", hint="token_expired") from exc
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"invalid token: {exc}", hint="invalid_token") from exc
-    return Claims.model_validate(body)
+    aud = body.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else [] if aud is None else [None]
+    if (aud is not None or body.get("role") == AUDIENCE) and AUDIENCE not in audiences:
+        raise Unauthorized(f"token audience must be {AUDIENCE!r}", hint="invalid_audience")
+    if aud is not None:
+        body["aud"] = AUDIENCE
+    try:
+        return Claims.model_validate(body)
+    except ValueError as exc:
+        raise Unauthorized("invalid token claims", hint="invalid_token") from exc

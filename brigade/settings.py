@@ -9,9 +9,19 @@ from typing import Any
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from psycopg.conninfo import conninfo_to_dict
+
+from brigade.errors import BrigadeError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TOML_PATH = PROJECT_ROOT / "supabase.toml"
+# The Supabase CLI's published local secret: anyone can sign tokens with it.
+LOCAL_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+class UnsafeSettings(BrigadeError):
+    code = "unsafe_settings"
 
 
 class TomlSource(PydanticBaseSettingsSource):
@@ -45,7 +55,7 @@ class Settings(BaseSettings):
     functions_port: int = 54321
     public_url: str = ""
 
-    jwt_secret: str = "super-secret-jwt-token-with-at-least-32-characters-long"
+    jwt_secret: str = LOCAL_JWT_SECRET
 
     worker_concurrency: int = 8
     worker_batch_size: int = 20
@@ -127,6 +137,25 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when Brigade runs its own PostgreSQL cluster (no DATABASE_URL given)."""
         return not self.database_url
+
+    @property
+    def local_database(self) -> bool:
+        """The embedded cluster, or a database on this machine (loopback or a Unix socket)."""
+        if self.embedded:
+            return True
+        try:
+            host = str(conninfo_to_dict(self.database_url).get("host") or "")
+        except Exception:  # an unparsable URL is not known to be local
+            return False
+        # no host: libpq's default, a Unix socket on this machine
+        return all(h in LOOPBACK_HOSTS or h.startswith("/") for h in host.split(",") if h)
+
+    def require_safe_jwt_secret(self) -> None:
+        """Refuse the well-known local JWT secret anywhere but a local database: anyone could sign an
+        operator's token with it."""
+        if self.jwt_secret == LOCAL_JWT_SECRET and not self.local_database:
+            raise UnsafeSettings("BRIGADE_JWT_SECRET is the well-known local secret but the database is not local: "
+                                 "set it to the project's JWT secret", hint="local_jwt_secret")
 
     @property
     def dsn(self) -> str:

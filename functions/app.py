@@ -55,6 +55,7 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
     """The functions app. A given pool is used as is; otherwise one is opened on startup without
     waiting for the database, so the app starts (and /health answers 503) while it is down."""
     settings = settings or get_settings()
+    settings.require_safe_jwt_secret()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -151,7 +151,9 @@ def test_signed_in_customers_see_their_orders_and_nobody_elses(api: Api, conn: p
     place(api, order_payload(menu), Claims.user(other, email="other@example.test"))
     rows = api.run(Claims.user(me), "select id, guest_email from public.orders")
     assert [str(r["id"]) for r in rows] == [mine["order_id"]]
-    assert len(api.run(Claims.user(me), "select * from public.order_items")) == 2
+    assert len(api.run(Claims.user(me), "select id, name, quantity, line_total_cents from public.order_items")) == 2
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the merchant's costs are not the customer's to read
+        api.run(Claims.user(me), "select * from public.order_items")
     assert api.run(Claims.anon(), "select public.get_order(%s, %s) as r", (mine["order_id"], mine["access_token"]))[0]["r"]["total_cents"] == EXPECTED_TOTAL
     with pytest.raises(psycopg.Error) as wrong:
         api.run(Claims.anon(), "select public.get_order(%s, %s)", (mine["order_id"], "00000000-0000-4000-8000-000000000000"))

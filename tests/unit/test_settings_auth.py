@@ -10,7 +10,7 @@ import pytest
 from brigade import auth
 from brigade.auth import Claims
 from brigade.errors import Unauthorized
-from brigade.settings import Settings
+from brigade.settings import LOCAL_JWT_SECRET, Settings, UnsafeSettings
 
 SECRET = "test-secret-with-at-least-32-characters!!"
 
@@ -35,7 +35,7 @@ def test_signed_token_round_trips() -> None:
 
 
 def test_platform_admin_only_from_app_metadata() -> None:
-    token = pyjwt.encode({"role": "authenticated", "sub": "00000000-0000-4000-8000-000000000123",
+    token = pyjwt.encode({"role": "authenticated", "aud": "authenticated", "sub": "00000000-0000-4000-8000-000000000123",
                           "user_metadata": {"app_role": "platform_admin"}, "exp": int(time.time()) + 60}, SECRET)
     assert not auth.verify(token, SECRET).is_platform_admin
 
@@ -49,3 +49,49 @@ def test_platform_admin_only_from_app_metadata() -> None:
 def test_bad_tokens_are_unauthorized(token: str) -> None:
     with pytest.raises(Unauthorized):
         auth.verify(token, SECRET)
+
+
+def _token(**claims: object) -> str:
+    return pyjwt.encode({"exp": int(time.time()) + 60, **claims}, SECRET)
+
+
+@pytest.mark.parametrize("claims", [
+    {"role": "authenticated", "sub": "00000000-0000-4000-8000-000000000123", "app_metadata": {"app_role": "platform_admin"}},
+    {"role": "authenticated", "aud": "postgrest", "sub": "00000000-0000-4000-8000-000000000123"},
+    {"role": "service_role", "aud": "some-other-service"},
+    {"role": "authenticated", "aud": ["storage", "realtime"]},
+    {"role": "authenticated", "aud": 7},
+])
+def test_tokens_for_another_audience_are_unauthorized(claims: dict[str, object]) -> None:
+    with pytest.raises(Unauthorized) as refused:
+        auth.verify(_token(**claims), SECRET)
+    assert refused.value.hint == "invalid_audience"
+
+
+def test_user_tokens_for_authenticated_and_audience_less_api_keys_pass() -> None:
+    user = auth.verify(_token(role="authenticated", aud="authenticated", sub="00000000-0000-4000-8000-000000000123"), SECRET)
+    assert (user.role, user.aud) == ("authenticated", "authenticated")
+    listed = auth.verify(_token(role="authenticated", aud=["authenticated", "realtime"], sub="00000000-0000-4000-8000-000000000123"), SECRET)
+    assert listed.aud == "authenticated"
+    assert auth.verify(_token(role="service_role"), SECRET).role == "service_role"  # Supabase's API keys carry no aud
+    assert auth.verify(_token(role="anon"), SECRET).role == "anon"
+
+
+@pytest.mark.parametrize("url", ["postgresql://postgres:pw@db.abcdefgh.supabase.co:5432/postgres",
+                                 "postgresql://u@localhost,db.example:5432/postgres"])
+def test_the_local_jwt_secret_is_refused_off_a_local_database(url: str) -> None:
+    from functions.app import create_app
+
+    with pytest.raises(UnsafeSettings):
+        Settings(database_url=url, jwt_secret=LOCAL_JWT_SECRET).require_safe_jwt_secret()
+    with pytest.raises(UnsafeSettings):
+        create_app(Settings(database_url=url, jwt_secret=LOCAL_JWT_SECRET))
+    create_app(Settings(database_url=url, jwt_secret="the-projects-own-secret-of-32-characters-or-more"))
+
+
+@pytest.mark.parametrize("url", ["", "postgresql://postgres@127.0.0.1:54322/postgres", "postgresql:///postgres",
+                                 "host=/var/run/postgresql dbname=postgres"])
+def test_the_local_jwt_secret_is_fine_on_a_local_database(url: str) -> None:
+    settings = Settings(database_url=url, jwt_secret=LOCAL_JWT_SECRET)
+    assert settings.local_database
+    settings.require_safe_jwt_secret()
