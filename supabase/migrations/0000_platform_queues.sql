@@ -16,8 +16,10 @@ create schema if not exists pgmq;
 
 do $$
 begin
-  if to_regclass('pgmq.meta') is null
-     and exists (select 1 from pg_available_extensions where name = 'pgmq') then
+  -- The catalogs, not to_regclass: a pgmq schema someone else owns may deny us even a lookup.
+  if not exists (select 1 from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname = 'pgmq' and c.relname = 'meta')
+     and exists (select 1 from pg_catalog.pg_available_extensions where name = 'pgmq') then
     create extension if not exists pgmq with schema pgmq;
   end if;
 end
