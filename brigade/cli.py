@@ -52,7 +52,7 @@ def ensure_database(settings: Settings, *, seed: bool) -> Cluster | None:
     if settings.embedded:
         cluster = cluster_for(settings)
         cluster.start()
-    migrate(settings.dsn, compat=settings.embedded, seed=seed)
+    migrate(settings.dsn, compat=settings.embedded, seed=seed, pgmq_version=settings.pgmq_version)
     return cluster
 
 
@@ -144,7 +144,8 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     elif args.db_command == "migrate":
         if settings.embedded:
             cluster_for(settings).start()
-        done = migrate(settings.dsn, compat=settings.embedded or args.compat, seed=args.seed)
+        done = migrate(settings.dsn, compat=settings.embedded or args.compat, seed=args.seed,
+                       pgmq_version=settings.pgmq_version)
         print(f"applied {len(done)} migration(s): {', '.join(done) or 'none pending'}")
     elif args.db_command == "reset":
         if not settings.embedded:
@@ -154,7 +155,7 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         cluster = cluster_for(settings)
         cluster.destroy()
         cluster.start()
-        done = migrate(settings.dsn, compat=True, seed=not args.no_seed)
+        done = migrate(settings.dsn, compat=True, seed=not args.no_seed, pgmq_version=settings.pgmq_version)
         print(f"reset: applied {len(done)} migration(s)")
     return 0
 

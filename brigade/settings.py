@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", validation_alias=AliasChoices("BRIGADE_DATABASE_URL", "DATABASE_URL"))
     data_dir: Path = PROJECT_ROOT / ".data"
     db_port: int = 54322
+    # The hosted pgmq the local stand-in holds the code to: "1.5.1" (newer Supabase images) or "1.4.4".
+    pgmq_version: str = "1.5.1"
 
     functions_host: str = "127.0.0.1"
     functions_port: int = 54321

@@ -8,9 +8,8 @@ from pgmq.read('brigade_events', %(vt)s, %(qty)s)
 select pgmq.delete('brigade_events', %(msg_id)s::bigint) as deleted
 
 -- retry_event_later --
--- Push a failed event's visibility out by the backoff.
-select msg_id from pgmq.set_vt('brigade_events', %(msg_id)s::bigint,
-  clock_timestamp() + make_interval(secs => %(delay)s::double precision))
+-- Push a failed event's visibility out by the backoff, rounded up to whole seconds: the seconds form is the only set_vt hosted pgmq (1.4.4, 1.5.1) has.
+select msg_id from pgmq.set_vt('brigade_events', %(msg_id)s::bigint, ceil(%(delay)s::double precision)::integer)
 
 -- bury_event --
 -- Move an event that exhausted its attempts to the dead-letter queue.

@@ -20,6 +20,11 @@ begin
 end
 $$;
 
+-- Hosted projects let the API roles inherit (Supabase's 20230529 image migration); authenticator does not.
+alter role anon inherit;
+alter role authenticated inherit;
+alter role service_role inherit;
+
 grant anon, authenticated, service_role to authenticator;
 -- Supabase's statement timeouts per API role.
 alter role anon set statement_timeout = '3s';

@@ -18,7 +18,10 @@ def test_migrations_are_named_and_numbered_in_order() -> None:
     assert migrations, "no migrations found"
     versions = [int(m.version) for m in migrations]
     # Each module owns a block of numbers (0050–0059 platform billing/operator, …), so gaps are expected.
-    assert versions[0] == 1 and versions == sorted(set(versions)), f"versions must be unique and increasing from 0001: {versions}"
+    # 0000 holds only what must precede every landed migration on a fresh hosted project (the schema
+    # pgmq, issue 21); modules start at 0001.
+    assert versions[:2] == [0, 1] and versions == sorted(set(versions)), f"versions must be unique and increasing, 0000 then 0001: {versions}"
+    assert migrations[0].name == "platform_queues", "0000 is reserved for the hosted prerequisites"
     for migration in migrations:
         module = migration.name.split("_")[0]
         assert module in {"platform", "catalog", "ordering", "crm", "loyalty", "campaigns", "voice", "dispatch",
