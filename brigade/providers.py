@@ -228,6 +228,9 @@ class StripePayments:
 
     async def create_refund(self, params: dict[str, Any], *, idempotency_key: str,
                             stripe_account: str | None = None) -> ProviderRefund:
+        if stripe_account:
+            # a Connect charge carried the platform fee as an application fee: give it back in proportion
+            params = {**params, "refund_application_fee": True}
         try:
             refund = await asyncio.to_thread(self.client.v1.refunds.create, params=params,
                                              options=self._options(idempotency_key, stripe_account))
