@@ -39,3 +39,41 @@ def test_item_3_only_pickup_orders_get_the_ready_call(api: Api, conn: psycopg.Co
     assert ready == [{"order_id": pickup["order_id"], "channel": "voice"}]
     texts = [m["Body"] for m in outside.twilio.messages() if m["To"] in ("+12125550102", "+12125550103")]
     assert not any("pickup code" in t for t in texts), texts
+
+
+def test_item_5_a_paid_order_cancelled_by_staff_is_refunded_automatically(api: Api, conn: psycopg.Connection[dict[str, Any]],
+                                                                        menu: Menu, outside: Outside) -> None:
+    butter = "select quantity from public.stock_items where sku = 'butter'"
+    before = float(conn.execute(butter).fetchone()["quantity"])  # type: ignore[index]
+    order = paid(conn, api, menu, 5)
+    drain(outside)
+    customer = conn.execute("select customer_id from public.orders where id = %s", (order["order_id"],)).fetchone()["customer_id"]  # type: ignore[index]
+    points = "select balance from public.loyalty_accounts where customer_id = %s"
+    assert conn.execute(points, (customer,)).fetchone()["balance"] > 0  # type: ignore[index]
+    assert float(conn.execute(butter).fetchone()["quantity"]) < before  # type: ignore[index]
+    api.run(menu.tenant.claims("staff"), "select public.set_order_status(%s, 'cancelled', 'kitchen fire')", (order["order_id"],))
+    drain(outside)
+    drain(outside)  # a second pass (and any redelivery) sends nothing more
+    [call] = outside.stripe.server.calls("POST", "/v1/refunds")
+    assert call.headers["idempotency-key"] == f"refund:{order['order_id']}:auto"
+    assert call.form["amount"] == [str(order["total_cents"])] and call.form["payment_intent"] == ["pi_19_5"]
+    after = conn.execute("select payment_status, refunded_cents from public.orders where id = %s", (order["order_id"],)).fetchone()
+    assert after == {"payment_status": "refunded", "refunded_cents": order["total_cents"]}
+    assert conn.execute(points, (customer,)).fetchone()["balance"] == 0  # type: ignore[index]
+    assert float(conn.execute(butter).fetchone()["quantity"]) == before, "the croissants' butter is back"
+    assert conn.execute("select total_orders, total_spent_cents from public.customer_venue_stats where customer_id = %s",
+                        (customer,)).fetchone() == {"total_orders": 0, "total_spent_cents": 0}
+
+
+def test_item_5_a_payment_after_cancellation_is_refunded_automatically(api: Api, conn: psycopg.Connection[dict[str, Any]],
+                                                                     menu: Menu, outside: Outside) -> None:
+    order = place(api, order_payload(menu))
+    api.run(menu.tenant.claims("staff"), "select public.set_order_status(%s, 'cancelled', 'guest left')", (order["order_id"],))
+    drain(outside)
+    assert outside.stripe.server.calls("POST", "/v1/refunds") == [], "nothing was paid yet"
+    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, "cs_late19", "pi_late19")),))
+    drain(outside)
+    [call] = outside.stripe.server.calls("POST", "/v1/refunds")
+    assert call.form["amount"] == [str(order["total_cents"])] and call.form["payment_intent"] == ["pi_late19"]
+    assert conn.execute("select payment_status from public.orders where id = %s", (order["order_id"],)).fetchone() == {"payment_status": "refunded"}
+    assert conn.execute("select restock from public.refunds where order_id = %s", (order["order_id"],)).fetchone() == {"restock": False}
