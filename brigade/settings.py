@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     checkout_cancel_url: str = "http://127.0.0.1:3000/orders/{order_id}?cancelled=1"
     booking_success_url: str = "http://127.0.0.1:3000/bookings/{booking_id}?paid=1"
     booking_cancel_url: str = "http://127.0.0.1:3000/bookings/{booking_id}?cancelled=1"
+    # where a review request sends the guest; {order_id} and {access_token} prove the purchase (submit_review)
+    review_url: str = "http://127.0.0.1:3000/orders/{order_id}/review?token={access_token}"
     checkout_session_minutes: int = 30
 
     twilio_account_sid: str = ""

@@ -26,3 +26,7 @@ select app.record_delivery_status(%(provider)s::text, %(message_id)s::text, %(st
 -- record_email_event --
 -- One of Resend's webhook events for an email it sent.
 select app.record_email_event(%(message_id)s::text, %(type)s::text) as updated
+
+-- review_request_order --
+-- The order a review request is about, with the access token its review link carries.
+select o.id, o.access_token from public.orders o where o.business_id = %(business_id)s and o.id = %(order_id)s

@@ -52,3 +52,27 @@ def test_item_4_bookings_earn_points_reversed_on_refund_and_count_in_total_booki
     kinds = conn.execute("select reason, count(*) as n from public.loyalty_transactions where business_id = %s and booking_id is not null "
                          "group by reason order by reason", (b,)).fetchall()
     assert kinds == [{"reason": "booking", "n": 2}, {"reason": "refund", "n": 2}]
+
+
+def test_item_7_get_menu_returns_allergens_and_ratings(api: Api, conn: Conn, factory: Factory) -> None:
+    import json
+
+    from brigade.auth import Claims
+    from tests.ordering_kit import build_menu, order_payload, session_completed
+
+    tenant = factory.tenant("Menu Facts", {"ordering": True})
+    menu = build_menu(conn, tenant)
+    conn.execute("update public.products set allergens = '{gluten,dairy}' where id = %s", (menu.products["croissant"],))
+    order = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
+    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, "cs_menu19", "pi_menu19")),))
+    review = {"rating": 4, "products": [{"product_id": str(menu.products["croissant"]), "rating": 4}]}
+    api.run(Claims.anon(), "select public.submit_review(%s, %s, %s)", (order["order_id"], order["access_token"], json.dumps(review)))
+    conn.execute("update public.product_reviews set status = 'approved' where product_id = %s", (menu.products["croissant"],))
+    slugs = conn.execute("select b.slug as b, v.slug as v from public.businesses b join public.venues v on v.business_id = b.id "
+                         "where v.id = %s", (menu.venue_id,)).fetchone()
+    assert slugs is not None
+    got = api.run(Claims.anon(), "select public.get_menu(%s, %s) as m", (slugs["b"], slugs["v"]))[0]["m"]
+    products = {p["name"]: p for p in got["products"]}
+    assert products["Croissant"]["allergens"] == ["gluten", "dairy"]
+    assert (products["Croissant"]["rating_count"], float(products["Croissant"]["rating_average"])) == (1, 4.0)
+    assert (products["Latte"]["allergens"], products["Latte"]["rating_count"], products["Latte"]["rating_average"]) == ([], 0, None)

@@ -77,3 +77,29 @@ def test_item_5_a_payment_after_cancellation_is_refunded_automatically(api: Api,
     assert call.form["amount"] == [str(order["total_cents"])] and call.form["payment_intent"] == ["pi_late19"]
     assert conn.execute("select payment_status from public.orders where id = %s", (order["order_id"],)).fetchone() == {"payment_status": "refunded"}
     assert conn.execute("select restock from public.refunds where order_id = %s", (order["order_id"],)).fetchone() == {"restock": False}
+
+
+def test_item_7_review_requests_carry_the_review_url(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu,
+                                                     outside: Outside) -> None:
+    import asyncio
+
+    from tests.campaigns_kit import automation, enable, make_due, sends
+    from worker import main as worker_main
+
+    b = menu.tenant.business_id
+    enable(conn, b)
+    rule = automation(conn, b, trigger="order.review_request", body="How was order #{{order_number}}? Tell us: {{review_url}}")
+    plain = automation(conn, b, trigger="order.review_request", name="No link in the text", body="How was it?")
+    order = paid(conn, api, menu, 7, fulfilment="dine_in", table_ref="T2")
+    customer = conn.execute("select customer_id from public.orders where id = %s", (order["order_id"],)).fetchone()["customer_id"]  # type: ignore[index]
+    conn.execute("select app.record_consent(%s, %s, 'REVIEW_REQUEST', true, 'checkout')", (b, customer))
+    for status in ("accepted", "ready", "completed"):
+        api.run(menu.tenant.claims("staff"), "select public.set_order_status(%s, %s)", (order["order_id"], status))
+    make_due(conn, [s["id"] for s in sends(conn, b, automation_id=rule) + sends(conn, b, automation_id=plain)])
+    asyncio.run(worker_main.run(outside.settings, idle=True))
+    url = outside.settings.review_url.format(order_id=order["order_id"], access_token=order["access_token"])
+    bodies = sorted(m["Body"] for m in outside.twilio.messages() if m["To"] == "+12125550107" and "How was" in m["Body"])
+    assert len(bodies) == 2, bodies
+    assert bodies[0].startswith(f"How was it? Review: {url}")
+    assert bodies[1].startswith(f"How was order #{order['order_number']}? Tell us: {url}")
+    assert order["access_token"] in url
