@@ -76,3 +76,107 @@ def test_item_7_get_menu_returns_allergens_and_ratings(api: Api, conn: Conn, fac
     assert products["Croissant"]["allergens"] == ["gluten", "dairy"]
     assert (products["Croissant"]["rating_count"], float(products["Croissant"]["rating_average"])) == (1, 4.0)
     assert (products["Latte"]["allergens"], products["Latte"]["rating_count"], products["Latte"]["rating_average"]) == ([], 0, None)
+
+
+def _lock_waiters(conn: Conn) -> int:
+    row = conn.execute("select count(*) as n from pg_stat_activity where datname = current_database() "
+                       "and wait_event_type = 'Lock' and query ilike '%%reschedule_booking%%'").fetchone()
+    return int(row["n"]) if row else 0
+
+
+def _wait_for_waiters(conn: Conn, n: int) -> None:
+    """Until n reschedules wait on a row lock (polling the server's own view, no sleep)."""
+    for _ in range(200_000):
+        if _lock_waiters(conn) >= n:
+            return
+    raise AssertionError(f"{n} reschedules never waited on a lock")
+
+
+def test_item_12_two_reschedules_in_opposite_directions_never_deadlock(api: Api, conn: Conn, factory: Factory, db_dsn: str) -> None:
+    import threading
+
+    from tests.bookings_kit import booking_in
+
+    tenant = factory.tenant("Escape Locks", {"bookings": True})
+    act = build_activity(conn, tenant)
+    s1, s2 = act.sessions[0], act.sessions[1]
+    one, two = booking_in("confirmed", conn, api, act, 0), booking_in("confirmed", conn, api, act, 1)
+    staff = tenant.claims("staff")
+    errors: list[BaseException] = []
+
+    def move(booking: dict[str, Any], target: Any) -> None:
+        try:
+            api.run(staff, "select public.reschedule_booking(%s, %s)", (booking["booking_id"], target))
+        except BaseException as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+
+    # a reader holds a share lock on s1, so the first reschedule (s1 -> s2) queues behind it while the
+    # second (s2 -> s1) starts: the interleaving in which locking "the session I leave first" deadlocks
+    with psycopg.connect(db_dsn, autocommit=False) as reader:
+        reader.execute("select 1 from public.activity_sessions where id = %s for share", (s1,))
+        a = threading.Thread(target=move, args=(one, s2))
+        a.start()
+        _wait_for_waiters(conn, 1)
+        b = threading.Thread(target=move, args=(two, s1))
+        b.start()
+        _wait_for_waiters(conn, 2)
+        reader.rollback()
+    a.join(30)
+    b.join(30)
+    assert errors == [], [getattr(e, "sqlstate", e) for e in errors]
+    where = conn.execute("select id::text, session_id from public.bookings where id = any(%s::uuid[]) order by booking_number",
+                         ([one["booking_id"], two["booking_id"]],)).fetchall()
+    assert {w["id"]: w["session_id"] for w in where} == {one["booking_id"]: s2, two["booking_id"]: s1}
+    seats = conn.execute("select id, booked_seats from public.activity_sessions where id in (%s, %s)", (s1, s2)).fetchall()
+    assert {r["id"]: r["booked_seats"] for r in seats} == {s1: 3, s2: 3}
+
+
+def test_item_12_a_partial_refund_keeps_the_booking(api: Api, conn: Conn, factory: Factory) -> None:
+    import pytest
+
+    from tests.bookings_kit import booking_in
+
+    tenant = factory.tenant("Escape Partial", {"bookings": True})
+    act = build_activity(conn, tenant)
+    booking = booking_in("confirmed", conn, api, act)
+    manager = tenant.claims("manager")
+    with pytest.raises(psycopg.Error) as exc:
+        api.run(manager, "select public.refund_booking(%s, %s)", (booking["booking_id"], booking["total_cents"]))
+    assert exc.value.sqlstate == "BR608", "everything left is a cancellation, not a partial refund"
+    with pytest.raises(psycopg.Error) as exc:
+        api.run(tenant.claims("staff"), "select public.refund_booking(%s, 500)", (booking["booking_id"],))
+    assert exc.value.sqlstate == "PT404", "staff do not refund"
+    r = api.run(manager, "select public.refund_booking(%s, 500, 'prop broke') as r", (booking["booking_id"],))[0]["r"]
+    assert (r["status"], r["refund_cents"]) == ("confirmed", 500)
+    conn.execute("select app.record_booking_refund(%s, %s, %s, 're_part19', 'succeeded', 500, null)",
+                 (tenant.business_id, booking["booking_id"], r["refund_id"]))
+    after = conn.execute("select status, payment_status, refunded_cents from public.bookings where id = %s", (booking["booking_id"],)).fetchone()
+    assert after == {"status": "confirmed", "payment_status": "partially_refunded", "refunded_cents": 500}
+    assert conn.execute("select booked_seats from public.activity_sessions where id = %s", (act.sessions[0],)).fetchone() == {"booked_seats": 3}
+
+
+def test_item_12_a_second_payment_on_a_paid_booking_is_refunded(api: Api, conn: Conn, factory: Factory) -> None:
+    from brigade import queries
+
+    tenant = factory.tenant("Escape Twice", {"bookings": True})
+    b = tenant.business_id
+    booking = hold(api, build_activity(conn, tenant))
+    assert pay(conn, booking) == "paid"
+    first = conn.execute("select payment_intent_id from public.bookings where id = %s", (booking["booking_id"],)).fetchone()["payment_intent_id"]  # type: ignore[index]
+    assert pay(conn, booking) == "already_paid"  # a second Checkout Session, paid too
+    assert pay(conn, booking) == "already_paid"  # and a third
+    refunds = conn.execute("select id, amount_cents, payment_intent_id, status from public.refunds where booking_id = %s order by created_at",
+                           (booking["booking_id"],)).fetchall()
+    assert len(refunds) == 2 and all(r["amount_cents"] == booking["total_cents"] and r["status"] == "pending" for r in refunds)
+    assert first not in {r["payment_intent_id"] for r in refunds}
+    # the worker sends each on its own payment intent
+    row = conn.execute(queries.get("booking_refund_to_send"), {"business_id": b, "refund_id": refunds[0]["id"]}).fetchone()
+    assert row is not None and row["payment_intent_id"] == refunds[0]["payment_intent_id"]
+    for n, r in enumerate(refunds):
+        conn.execute("select app.record_booking_refund(%s, %s, %s, %s, 'succeeded', %s, null)",
+                     (b, booking["booking_id"], r["id"], f"re_dup19_{n}", r["amount_cents"]))
+    after = conn.execute("select status, payment_status, refunded_cents, payment_intent_id from public.bookings where id = %s",
+                         (booking["booking_id"],)).fetchone()
+    assert after == {"status": "confirmed", "payment_status": "paid", "refunded_cents": 0, "payment_intent_id": first}
+    queued = conn.execute("select count(*) as n from pgmq.q_brigade_events where message ->> 'topic' = 'booking.refund_requested'").fetchone()
+    assert queued == {"n": 2}
