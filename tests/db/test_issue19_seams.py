@@ -180,3 +180,49 @@ def test_item_12_a_second_payment_on_a_paid_booking_is_refunded(api: Api, conn: 
     assert after == {"status": "confirmed", "payment_status": "paid", "refunded_cents": 0, "payment_intent_id": first}
     queued = conn.execute("select count(*) as n from pgmq.q_brigade_events where message ->> 'topic' = 'booking.refund_requested'").fetchone()
     assert queued == {"n": 2}
+
+
+def test_item_6_unsubscribe_tokens_have_their_own_rotating_secret(conn: Conn, factory: Factory) -> None:
+    import hashlib
+    import hmac
+
+    import pytest
+
+    tenant = factory.tenant("Secrets", {"crm": True})
+    b = tenant.business_id
+    c = conn.execute("insert into public.customers (business_id, full_name, email) values (%s, 'Una', 'una@example.test') returning id",
+                     (b,)).fetchone()["id"]  # type: ignore[index]
+    message = f"{b}:{c}:EMAIL_MARKETING".encode()
+    pepper = bytes(conn.execute("select value from app.secrets where name = 'pickup_code_pepper'").fetchone()["value"])  # type: ignore[index]
+
+    def token() -> str:
+        return conn.execute("select app.unsubscribe_token(%s, %s, 'EMAIL_MARKETING') as t", (b, c)).fetchone()["t"]  # type: ignore[index]
+
+    def unsubscribe(t: str) -> str | None:
+        try:
+            conn.execute("select app.unsubscribe(%s, %s, 'EMAIL_MARKETING', %s, null, null)", (b, c, t))
+        except psycopg.Error as exc:
+            return exc.sqlstate
+        return None
+
+    current = token()
+    assert current.startswith("v2.")
+    assert current.split(".", 1)[1] != hmac.new(pepper, message, hashlib.sha256).hexdigest(), "not the pickup-code pepper"
+    # a new pickup-code pepper does not touch unsubscribe links
+    conn.execute("update app.secrets set value = extensions.gen_random_bytes(32) where name = 'pickup_code_pepper'")
+    assert token() == current and unsubscribe(current) is None
+
+    # rotation: new links use v3, links already sent (v2, and pre-0077 unversioned ones) keep working in the grace period
+    legacy = hmac.new(pepper, message, hashlib.sha256).hexdigest()
+    assert conn.execute("select app.rotate_signing_key('unsubscribe', interval '30 days') as v").fetchone() == {"v": 3}
+    rotated = token()
+    assert rotated.startswith("v3.") and rotated != current
+    assert [unsubscribe(t) for t in (rotated, current, legacy)] == [None, None, None]
+    assert unsubscribe("v3." + "0" * 64) == "BR210" and unsubscribe("v9." + current.split(".", 1)[1]) == "BR210"
+    # once the grace period is over, the old tokens are refused
+    conn.execute("update app.signing_keys set valid_until = now() - interval '1 second' where purpose = 'unsubscribe' and version < 3")
+    assert [unsubscribe(t) for t in (rotated, current, legacy)] == [None, "BR210", "BR210"]
+    with pytest.raises(psycopg.Error) as exc:
+        conn.execute("set role authenticated; select * from app.signing_keys")
+    conn.execute("reset role")
+    assert exc.value.sqlstate == "42501"
