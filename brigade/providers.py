@@ -249,6 +249,54 @@ class StripePayments:
             raise ProviderError(f"Stripe refused to expire the session: {exc.user_message or exc}", hint="expire_failed") from exc
 
 
+@dataclass(frozen=True)
+class GeoPoint:
+    latitude: float
+    longitude: float
+
+
+class Geocoder(Protocol):
+    async def geocode(self, address: str, *, near: tuple[float, float] | None = None) -> GeoPoint | None: ...
+
+
+class LogGeocoder:
+    """Looks nothing up (no network locally): records the request and answers None, "unknown"."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def geocode(self, address: str, *, near: tuple[float, float] | None = None) -> GeoPoint | None:
+        _record_locally(self.settings, "geocode", {"address": address})
+        return None
+
+
+class NominatimGeocoder:
+    """OpenStreetMap Nominatim's /search (format=jsonv2, one result). A failure answers None: the
+    address is then taken as spoken and place_order applies its own check."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def geocode(self, address: str, *, near: tuple[float, float] | None = None) -> GeoPoint | None:
+        import httpx
+
+        params: dict[str, Any] = {"q": address, "format": "jsonv2", "limit": 1}
+        if near:  # prefer results around the venue (a viewbox of about ±0.5°, not bounded)
+            lat, lon = near
+            params["viewbox"] = f"{lon - 0.5},{lat + 0.5},{lon + 0.5},{lat - 0.5}"
+        try:
+            async with httpx.AsyncClient(base_url=self.settings.geocoder_base_url, timeout=5,
+                                         headers={"User-Agent": self.settings.geocoder_user_agent}) as client:
+                r = await client.get("/search", params=params)
+                r.raise_for_status()
+                results = r.json()
+            if results:
+                return GeoPoint(float(results[0]["lat"]), float(results[0]["lon"]))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("geocoding failed", extra={"action": "geocode_failed", "error": str(exc)})
+        return None
+
+
 @dataclass
 class Providers:
     sms: Sms
@@ -256,6 +304,7 @@ class Providers:
     email: Email
     payments: Payments
     couriers: dict[str, Any] = field(default_factory=dict)  # name -> brigade.couriers.Courier
+    geocoder: Geocoder | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Providers":
@@ -268,6 +317,7 @@ class Providers:
             email=ResendEmail(settings) if settings.email_provider == "resend" else LogEmail(settings),
             payments=StripePayments(settings) if settings.payments_provider == "stripe" else LogPayments(settings),
             couriers=couriers_from_settings(settings),
+            geocoder=NominatimGeocoder(settings) if settings.geocoder_provider == "nominatim" else LogGeocoder(settings),
         )
 
 

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     sms_provider: str = "log"
     email_provider: str = "log"
     payments_provider: str = "log"
+    # phone delivery addresses: "log" (no lookup, the address is taken as spoken) or "nominatim"
+    geocoder_provider: str = "log"
+    geocoder_base_url: str = "https://nominatim.openstreetmap.org"
+    geocoder_user_agent: str = "brigade (self-hosted)"
 
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = "whsec_brigade_local_development_secret"

@@ -70,3 +70,95 @@ def test_item_1_booking_checkout_takes_the_plans_fee(api: Any, conn: psycopg.Con
     expected = conn.execute("select app.platform_fee_cents(%s, %s) as f", (tenant.business_id, booking["total_cents"])).fetchone()["f"]  # type: ignore[index]
     assert expected > 0 and ctx["application_fee_cents"] == expected
     assert ctx["metadata"]["platform_fee_percent"] == "3.00"
+
+
+# ---- item 11: voice -------------------------------------------------------------------------------
+
+def _voice_line(conn: psycopg.Connection[dict[str, Any]], outside: Outside, seed: bool = True, **settings: Any) -> Any:
+    from brigade.migrate import apply_seed
+    from functions.app import create_app
+    from tests.conftest import ServerThread
+
+    if seed:
+        apply_seed(conn)
+    return ServerThread(create_app(outside.settings.model_copy(update=settings)))
+
+
+def test_item_11_the_credit_balance_is_rechecked_mid_call(conn: psycopg.Connection[dict[str, Any]], outside: Outside) -> None:
+    from tests.voice_kit import DEMO_BUSINESS, Call
+
+    with _voice_line(conn, outside) as server:
+        s = outside.settings
+        b = conn.execute("select balance from public.voice_credit_balances where business_id = %s", (DEMO_BUSINESS,)).fetchone()
+        conn.execute("select app.grant_voice_credits(%s, %s, 'test: 20 left', 'test19')", (DEMO_BUSINESS, 20 - (b["balance"] if b else 0)))
+        call = Call(server.url, s.twilio_auth_token, s.twilio_account_sid)
+        hello = call.dial()
+        assert hello.gather is not None, hello.xml
+        t = call.say("a large latte please")
+        assert t.gather is not None and t.dial is None, "20 credits cover the first minutes"
+        # three minutes in, the call has burned 30 credits: more than the balance
+        conn.execute("update public.calls set started_at = started_at - interval '3 minutes' where call_sid = %s", (call.sid,))
+        t = call.say("and a croissant")
+        assert t.dial and t.gather is None, t.xml
+        row = conn.execute("select outcome, forward_reason from public.calls where call_sid = %s", (call.sid,)).fetchone()
+        assert row == {"outcome": "handed_off", "forward_reason": None}
+        assert call.status("completed", 185).json()["credits"] == 40, "the minutes the agent talked are charged"
+
+
+def test_item_11_a_retried_gather_turn_is_answered_once(conn: psycopg.Connection[dict[str, Any]], outside: Outside) -> None:
+    from tests.voice_kit import Call
+
+    with _voice_line(conn, outside) as server:
+        s = outside.settings
+        call = Call(server.url, s.twilio_auth_token, s.twilio_account_sid)
+        hello = call.dial()
+        assert hello.gather is not None
+        action = hello.gather.get("action") or ""
+        assert action.endswith("?seq=1")
+        params = call._params(CallStatus="in-progress", SpeechResult="two croissants please", Confidence="0.9")
+        first = call.post(action, params)
+        state = conn.execute("select jsonb_array_length(turns) as n, cart from public.calls where call_sid = %s", (call.sid,)).fetchone()
+        again = call.post(action, params)  # Twilio retries the same request
+        assert again.status_code == first.status_code == 200 and again.text == first.text
+        assert conn.execute("select jsonb_array_length(turns) as n, cart from public.calls where call_sid = %s", (call.sid,)).fetchone() == state
+        assert state is not None and sum(line["quantity"] for line in state["cart"]) == 2, "two croissants, not four"
+        assert "?seq=2" in first.text, "the next turn has the next number"
+
+
+def test_item_11_phone_delivery_addresses_are_geocoded_and_checked_against_the_radius(
+        conn: psycopg.Connection[dict[str, Any]], outside: Outside) -> None:
+    from brigade.migrate import apply_seed
+    from tests.fakes.http import FakeServer, Reply
+    from tests.voice_kit import DOWNTOWN, Call
+
+    apply_seed(conn)
+    venue = conn.execute("select latitude, longitude from public.venues where id = %s", (DOWNTOWN,)).fetchone()
+    assert venue is not None
+    places = {"99 Far Away Road": (venue["latitude"] + 1.0, venue["longitude"]),        # ~111 km
+              "12 Main Street": (venue["latitude"] + 0.01, venue["longitude"])}         # ~1.1 km
+
+    def search(req: Any, _: Any) -> Reply:
+        q = req.query["q"][0]
+        hits = [{"lat": str(lat), "lon": str(lon), "display_name": name} for name, (lat, lon) in places.items() if q.startswith(name)]
+        return Reply(200, hits)
+
+    with FakeServer() as geo:
+        geo.route("GET", r"/search", search)
+        with _voice_line(conn, outside, False, geocoder_provider="nominatim", geocoder_base_url=geo.url) as server:
+            s = outside.settings
+            call = Call(server.url, s.twilio_auth_token, s.twilio_account_sid)
+            call.dial()
+            call.say("two croissants")
+            call.say("that's it")
+            assert "address" in call.say("delivery please").says
+            t = call.say("99 Far Away Road")
+            assert "outside our delivery area" in t.says and "pick it up" in t.says, t.says
+            assert "address" in call.say("delivery").says
+            t = call.say("12 Main Street")
+            assert "delivery to 12 Main Street" in t.says, t.says
+            call.say("yes")
+        [lookup, *_] = geo.calls("GET", r"/search")
+        assert lookup.query["format"] == ["jsonv2"]
+    order = conn.execute("select fulfilment, delivery_address from public.orders").fetchone()
+    assert order is not None and order["fulfilment"] == "delivery"
+    assert (order["delivery_address"]["latitude"], order["delivery_address"]["longitude"]) == places["12 Main Street"]
