@@ -62,7 +62,8 @@ def _record_locally(settings: Settings, kind: str, body: dict[str, Any]) -> None
 
 
 class Sms(Protocol):
-    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent: ...
+    async def send(self, to: str, body: str, *, status_callback: str | None = None,
+                   sender: dict[str, Any] | None = None) -> Sent: ...
 
 
 class Voice(Protocol):
@@ -88,8 +89,11 @@ class LogSms:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent:
-        _record_locally(self.settings, "sms", {"to": to, "body": body})
+    async def send(self, to: str, body: str, *, status_callback: str | None = None,
+                   sender: dict[str, Any] | None = None) -> Sent:
+        sender = sender or {}
+        _record_locally(self.settings, "sms", {"to": to, "body": body,
+                                               "from": sender.get("phone_number") or sender.get("messaging_service_sid") or "platform"})
         return Sent("log", f"log-sms-{uuid.uuid4().hex[:12]}", "sent", 0.0)
 
 
@@ -141,12 +145,20 @@ class TwilioSms:
         self.settings = settings
         self.client = twilio_client(settings)
 
-    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent:
+    async def send(self, to: str, body: str, *, status_callback: str | None = None,
+                   sender: dict[str, Any] | None = None) -> Sent:
+        """From the business's own sender (app.sms_sender: a number or a Messaging Service) when it has
+        one, else from the platform number."""
         from twilio.base.exceptions import TwilioRestException
 
-        extra = {"status_callback": status_callback} if status_callback else {}
+        extra: dict[str, Any] = {"status_callback": status_callback} if status_callback else {}
+        sender = sender or {}
+        if sender.get("messaging_service_sid"):
+            extra["messaging_service_sid"] = sender["messaging_service_sid"]
+        else:
+            extra["from_"] = sender.get("phone_number") or self.settings.twilio_from_number
         try:
-            msg = await asyncio.to_thread(self.client.messages.create, to=to, from_=self.settings.twilio_from_number, body=body, **extra)
+            msg = await asyncio.to_thread(self.client.messages.create, to=to, body=body, **extra)
         except TwilioRestException as exc:
             raise ProviderError(f"Twilio refused the SMS: {exc.msg}", hint="sms_failed") from exc
         return Sent("twilio", msg.sid, msg.status or "queued", self.settings.sms_cost_cents)

@@ -430,7 +430,8 @@ class Conversation:
         params: dict[str, Any] = {"business_id": self.state["business_id"], "order_id": order["order_id"], "recipient": to,
                                   "venue_id": self.state["venue_id"], "detail": Jsonb({"call_id": str(self.state["call_id"])})}
         try:
-            sent = await self.providers.sms.send(to, body)
+            row = await (await self.conn.execute(queries.get("sms_sender"), {"business_id": self.state["business_id"]})).fetchone()
+            sent = await self.providers.sms.send(to, body, sender=row["sender"] if row else None)
         except ProviderError as exc:
             await self.conn.execute(queries.get("voice_record_sms"), {**params, "status": "failed", "provider": None,
                                                                       "message_id": None, "cost": 0, "error": exc.message})

@@ -103,3 +103,49 @@ def test_item_7_review_requests_carry_the_review_url(api: Api, conn: psycopg.Con
     assert bodies[0].startswith(f"How was it? Review: {url}")
     assert bodies[1].startswith(f"How was order #{order['order_number']}? Tell us: {url}")
     assert order["access_token"] in url
+
+
+def test_item_8_stop_and_start_apply_per_sender_and_businesses_text_from_their_own_number(
+        api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, factory: Any, outside: Outside) -> None:
+    from twilio.request_validator import RequestValidator
+
+    import httpx
+
+    from tests.campaigns_kit import enable
+    from tests.ordering_kit import build_menu
+
+    own_number = "+15557770001"
+    own = menu  # this business has its own number
+    other = build_menu(conn, factory.tenant("Platform Texter", {"ordering": True}))  # this one texts from the platform number
+    conn.execute("insert into public.sms_senders (business_id, phone_number) values (%s, %s)", (own.tenant.business_id, own_number))
+    guest = {"name": "Sam Both", "phone": "+1 212 555 0188", "email": "sam@example.test"}
+    customers = {}
+    for m in (own, other):
+        enable(conn, m.tenant.business_id)
+        order = place(api, order_payload(m, customer=guest))
+        conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, f"cs_{order['order_id']}", f"pi_{order['order_id']}")),))
+        cid = conn.execute("select customer_id from public.orders where id = %s", (order["order_id"],)).fetchone()["customer_id"]  # type: ignore[index]
+        conn.execute("select app.record_consent(%s, %s, 'SMS_MARKETING', true, 'checkout')", (m.tenant.business_id, cid))
+        customers[m.tenant.business_id] = cid
+    drain(outside)
+    froms = {m["Body"].split(":")[0]: m["From"] for m in outside.twilio.messages()}
+    assert froms == {"Cafe Nova": own_number, "Platform Texter": outside.settings.twilio_from_number}, "each business texts as itself"
+
+    def keyword(word: str, to: str) -> None:
+        url = f"{outside.functions.url}/functions/v1/twilio-sms"
+        form = {"From": "+12125550188", "To": to, "Body": word, "MessageSid": "SM" + "b" * 32}
+        sig = RequestValidator(outside.settings.twilio_auth_token).compute_signature(url, form)
+        assert httpx.post(url, data=form, headers={"X-Twilio-Signature": sig}).status_code == 200
+
+    def consent() -> dict[Any, bool]:
+        return {b: conn.execute("select app.has_consent(%s, %s, 'SMS_MARKETING') as ok", (b, c)).fetchone()["ok"]  # type: ignore[index]
+                for b, c in customers.items()}
+
+    keyword("STOP", own_number)
+    assert consent() == {own.tenant.business_id: False, other.tenant.business_id: True}
+    keyword("STOP", outside.settings.twilio_from_number)
+    assert consent() == {own.tenant.business_id: False, other.tenant.business_id: False}
+    keyword("START", own_number)
+    assert consent() == {own.tenant.business_id: True, other.tenant.business_id: False}
+    suppressed = conn.execute("select business_id from public.marketing_suppressions where address = '+12125550188'").fetchall()
+    assert [r["business_id"] for r in suppressed] == [other.tenant.business_id]

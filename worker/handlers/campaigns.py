@@ -74,7 +74,7 @@ async def send(event: Event, ctx: Context) -> None:
     subject, text, headers = render(ctx, claim, event.business_id)
     template = claim["trigger"]
     try:
-        sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}",
+        sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}", business_id=event.business_id,
                              status_callback=f"{ctx.settings.functions_url}/twilio-sms/status", headers=headers or None)
     except ProviderError as exc:
         await ctx.conn.execute(queries.get("complete_marketing_send"), {**params, "recipient": claim["recipient"], "template": template,

@@ -49,7 +49,8 @@ async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: 
         if row["channel"] not in ("sms", "email", "voice"):
             continue
         try:
-            sent = await deliver(ctx, row["channel"], row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}")
+            sent = await deliver(ctx, row["channel"], row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}",
+                                 business_id=event.business_id)
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             if row["channel"] == "voice":  # the call failed: text them instead

@@ -42,7 +42,8 @@ async def _send_once(event: Event, ctx: Context, event_key: str, channel: str, r
     if row is None:
         return False
     try:
-        sent = await deliver(ctx, channel, recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}")
+        sent = await deliver(ctx, channel, recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}",
+                             business_id=event.business_id)
     except ProviderError as exc:
         await mark(ctx, event.business_id, row["id"], None, exc.message)
         raise
