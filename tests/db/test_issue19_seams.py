@@ -226,3 +226,24 @@ def test_item_6_unsubscribe_tokens_have_their_own_rotating_secret(conn: Conn, fa
         conn.execute("set role authenticated; select * from app.signing_keys")
     conn.execute("reset role")
     assert exc.value.sqlstate == "42501"
+
+
+def test_item_10_a_trial_is_shown_discounted_on_the_draft_invoice(conn: Conn, factory: Factory) -> None:
+    tenant = factory.tenant("Trial Cafe", {"ordering": True})
+    b = tenant.business_id
+    # a 30-day period (UTC business) whose first 14 days are the trial; starter (2900/month) all along
+    conn.execute("update public.businesses set time_zone = 'UTC' where id = %s", (b,))
+    conn.execute("update public.business_subscriptions set status = 'trial', current_period_start = '2030-04-01T00:00Z', "
+                 "current_period_end = '2030-05-01T00:00Z', trial_ends_at = '2030-04-15T00:00Z' where business_id = %s", (b,))
+    conn.execute("update public.business_subscription_lines set starts_at = '2030-04-01T00:00Z' where business_id = %s", (b,))
+    invoice = conn.execute("select app.refresh_draft_invoice(%s) as id", (b,)).fetchone()["id"]  # type: ignore[index]
+    line = conn.execute("select days, trial_days, discount_cents, amount_cents from public.billing_invoice_lines "
+                        "where business_id = %s and invoice_id = %s and item_key = 'starter'", (b, invoice)).fetchone()
+    assert line == {"days": 30, "trial_days": 14, "discount_cents": round(2900 * 14 / 30), "amount_cents": 2900 - round(2900 * 14 / 30)}
+    totals = conn.execute("select status, total_cents, discount_cents from public.billing_invoices where business_id = %s and id = %s",
+                          (b, invoice)).fetchone()
+    assert totals is not None and totals["status"] == "draft"
+    lines = conn.execute("select sum(amount_cents) as a, sum(discount_cents) as d from public.billing_invoice_lines "
+                         "where business_id = %s and invoice_id = %s", (b, invoice)).fetchone()
+    assert (totals["total_cents"], totals["discount_cents"]) == (lines["a"], lines["d"])  # type: ignore[index]
+    assert totals["discount_cents"] >= round(2900 * 14 / 30)
