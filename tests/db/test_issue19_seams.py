@@ -247,3 +247,45 @@ def test_item_10_a_trial_is_shown_discounted_on_the_draft_invoice(conn: Conn, fa
                          "where business_id = %s and invoice_id = %s", (b, invoice)).fetchone()
     assert (totals["total_cents"], totals["discount_cents"]) == (lines["a"], lines["d"])  # type: ignore[index]
     assert totals["discount_cents"] >= round(2900 * 14 / 30)
+
+
+def test_item_10_payouts_run_on_each_business_schedule(api: Api, conn: Conn, factory: Factory) -> None:
+    import json
+
+    from brigade.auth import Claims
+    from tests.ordering_kit import build_menu, order_payload, session_completed
+
+    menus = {}
+    for schedule in ("weekly", "monthly", "manual"):
+        tenant = factory.tenant(f"Payout {schedule}", {"ordering": True})
+        conn.execute("update public.businesses set payout_schedule = %s, time_zone = 'Europe/Berlin' where id = %s", (schedule, tenant.business_id))
+        menus[schedule] = build_menu(conn, tenant)
+        order = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menus[schedule])),))[0]["r"]
+        conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, f"cs_po_{schedule}", f"pi_po_{schedule}")),))
+    # a run a week after the payments (weekly) and a month after (monthly): each business's last complete period holds them
+    week = conn.execute("select now() + interval '7 days' as t").fetchone()["t"]  # type: ignore[index]
+    month = conn.execute("select now() + interval '1 month' as t").fetchone()["t"]  # type: ignore[index]
+    assert conn.execute("select app.run_scheduled_payouts(%s) as n", (week,)).fetchone()["n"] >= 1  # type: ignore[index]
+    assert conn.execute("select app.run_scheduled_payouts(%s) as n", (month,)).fetchone()["n"] >= 1  # type: ignore[index]
+
+    def payouts(schedule: str) -> list[dict[str, Any]]:
+        return conn.execute("select period_start, period_end, gross_cents, status from public.business_payouts where business_id = %s",
+                            (menus[schedule].tenant.business_id,)).fetchall()
+
+    [weekly] = payouts("weekly")
+    expected = conn.execute("select (date_trunc('week', %(t)s::timestamptz at time zone 'Europe/Berlin') - interval '7 days') "
+                            "at time zone 'Europe/Berlin' as s, date_trunc('week', %(t)s::timestamptz at time zone 'Europe/Berlin') "
+                            "at time zone 'Europe/Berlin' as e", {"t": week}).fetchone()
+    assert expected is not None and (weekly["period_start"], weekly["period_end"]) == (expected["s"], expected["e"])
+    assert weekly["gross_cents"] > 0 and weekly["status"] == "pending"
+    [monthly] = payouts("monthly")
+    assert (monthly["period_end"] - monthly["period_start"]).days in (28, 29, 30, 31) and monthly["gross_cents"] > 0
+    assert payouts("manual") == [], "manual businesses wait for the operator"
+    # the daily run again: the same payouts, recomputed, not duplicated
+    conn.execute("select app.run_scheduled_payouts(%s)", (week,))
+    assert len(payouts("weekly")) == 1
+
+    from worker.registry import load_plugins, registry
+
+    load_plugins([])
+    assert registry.jobs["platform.payouts"].cron == "30 1 * * *"

@@ -162,3 +162,24 @@ def test_item_11_phone_delivery_addresses_are_geocoded_and_checked_against_the_r
     order = conn.execute("select fulfilment, delivery_address from public.orders").fetchone()
     assert order is not None and order["fulfilment"] == "delivery"
     assert (order["delivery_address"]["latitude"], order["delivery_address"]["longitude"]) == places["12 Main Street"]
+
+
+def test_item_10_the_merchant_downloads_payouts_csv_over_http(api: Any, conn: psycopg.Connection[dict[str, Any]], menu: Menu,
+                                                               outside: Outside, operator: Any) -> None:
+    from tests.functions.test_payments import bearer
+
+    order = paid_order(api, menu, outside)
+    window = conn.execute("select now() - interval '1 hour' as s, now() + interval '1 hour' as e").fetchone()
+    assert window is not None
+    api.run(operator, "select public.generate_payouts(%s, %s, %s)", (window["s"], window["e"], menu.tenant.business_id))
+    url = f"{outside.functions.url}/functions/v1/payouts.csv"
+    b = str(menu.tenant.business_id)
+    r = httpx.get(url, params={"business_id": b}, headers=bearer(outside, menu.tenant.claims("owner")))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv"), r.text
+    header, line, *rest = r.text.splitlines()
+    assert header.startswith("business_id,business_name,period_start") and rest == []
+    assert line.startswith(b + ",") and f",{order['total_cents']}," in line
+    assert httpx.get(url, params={"business_id": b}, headers=bearer(outside, menu.tenant.claims("manager"))).status_code == 404
+    assert httpx.get(url, params={"business_id": b}).status_code == 401
+    assert httpx.get(url, params={"business_id": b, "from": "yesterday-ish"},
+                     headers=bearer(outside, menu.tenant.claims("owner"))).status_code == 400

@@ -78,6 +78,13 @@ async def close_billing_periods(ctx: Context) -> None:
     await ctx.conn.execute("select app.close_due_billing_periods(now())")
 
 
+@registry.scheduled("platform.payouts", "30 1 * * *")
+async def scheduled_payouts(ctx: Context) -> None:
+    """Each business's weekly or monthly payout for its last complete period (recomputed while pending)."""
+    row = await (await ctx.conn.execute(queries.get("run_scheduled_payouts"))).fetchone()
+    ctx.log.info("scheduled payouts", extra={"action": "platform_payouts", "computed": row["n"] if row else 0})
+
+
 @registry.on("billing.sync_requested")
 async def sync_stripe_billing(event: Event, ctx: Context) -> None:
     """Bring the Stripe subscription's items in line with the open subscription lines (Stripe prorates).
