@@ -7,7 +7,6 @@ from typing import Any
 
 import psycopg
 
-from brigade.auth import Claims
 from tests.conftest import Api
 from tests.e2e.test_order_flow import drain, place
 from tests.ordering_fixtures import Outside
@@ -107,9 +106,8 @@ def test_item_7_review_requests_carry_the_review_url(api: Api, conn: psycopg.Con
 
 def test_item_8_stop_and_start_apply_per_sender_and_businesses_text_from_their_own_number(
         api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, factory: Any, outside: Outside) -> None:
-    from twilio.request_validator import RequestValidator
-
     import httpx
+    from twilio.request_validator import RequestValidator
 
     from tests.campaigns_kit import enable
     from tests.ordering_kit import build_menu
