@@ -131,7 +131,8 @@ def test_windows_offline_and_the_module_gate(api: Api, conn: Conn, factory: Fact
     add_driver(conn, factory, fleet, "day", km_north=2.0)
     # night_owl only works a window that is not now (a one-minute window twelve hours away)
     conn.execute("insert into public.driver_availability_windows (business_id, driver_id, weekday, starts_at, ends_at) "
-                 "select %s, %s, extract(dow from l)::int, (l + interval '12 hours')::time, (l + interval '12 hours 1 minute')::time "
+                 "select %s, %s, extract(dow from l + interval '12 hours')::int, (l + interval '12 hours')::time, "
+                 "(l + interval '12 hours 1 minute')::time "
                  "from (select now() at time zone 'UTC' as l) x", (fleet.tenant.business_id, night))
     order = ready_order(api, conn, fleet)
     conn.execute("select app.start_dispatch(%s, %s)", (fleet.tenant.business_id, order["order_id"]))
