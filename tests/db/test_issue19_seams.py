@@ -26,8 +26,9 @@ def test_item_4_bookings_earn_points_reversed_on_refund_and_count_in_total_booki
     assert conn.execute(balance, (b, customer)).fetchone() == {"balance": earned}
     stats = "select total_orders, total_bookings from public.customer_venue_stats where business_id = %s and customer_id = %s"
     assert conn.execute(stats, (b, customer)).fetchone() == {"total_orders": 1, "total_bookings": 1}
-    # a replayed payment earns nothing more
-    conn.execute("select app.mark_booking_paid(%s, %s, 'pi_again', null, %s, 'evt_again')", (b, booking["booking_id"], booking["total_cents"]))
+    # a replayed payment (the same payment intent) earns nothing more
+    first_pi = conn.execute("select payment_intent_id from public.bookings where id = %s", (booking["booking_id"],)).fetchone()["payment_intent_id"]  # type: ignore[index]
+    conn.execute("select app.mark_booking_paid(%s, %s, %s, null, %s, 'evt_again')", (b, booking["booking_id"], first_pi, booking["total_cents"]))
     assert conn.execute(balance, (b, customer)).fetchone() == {"balance": earned}
 
     # cancelled with a partial refund, which succeeds at Stripe: points back in proportion
