@@ -62,7 +62,8 @@ def _record_locally(settings: Settings, kind: str, body: dict[str, Any]) -> None
 
 
 class Sms(Protocol):
-    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent: ...
+    async def send(self, to: str, body: str, *, status_callback: str | None = None,
+                   sender: dict[str, Any] | None = None) -> Sent: ...
 
 
 class Voice(Protocol):
@@ -88,8 +89,11 @@ class LogSms:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent:
-        _record_locally(self.settings, "sms", {"to": to, "body": body})
+    async def send(self, to: str, body: str, *, status_callback: str | None = None,
+                   sender: dict[str, Any] | None = None) -> Sent:
+        sender = sender or {}
+        _record_locally(self.settings, "sms", {"to": to, "body": body,
+                                               "from": sender.get("phone_number") or sender.get("messaging_service_sid") or "platform"})
         return Sent("log", f"log-sms-{uuid.uuid4().hex[:12]}", "sent", 0.0)
 
 
@@ -141,12 +145,20 @@ class TwilioSms:
         self.settings = settings
         self.client = twilio_client(settings)
 
-    async def send(self, to: str, body: str, *, status_callback: str | None = None) -> Sent:
+    async def send(self, to: str, body: str, *, status_callback: str | None = None,
+                   sender: dict[str, Any] | None = None) -> Sent:
+        """From the business's own sender (app.sms_sender: a number or a Messaging Service) when it has
+        one, else from the platform number."""
         from twilio.base.exceptions import TwilioRestException
 
-        extra = {"status_callback": status_callback} if status_callback else {}
+        extra: dict[str, Any] = {"status_callback": status_callback} if status_callback else {}
+        sender = sender or {}
+        if sender.get("messaging_service_sid"):
+            extra["messaging_service_sid"] = sender["messaging_service_sid"]
+        else:
+            extra["from_"] = sender.get("phone_number") or self.settings.twilio_from_number
         try:
-            msg = await asyncio.to_thread(self.client.messages.create, to=to, from_=self.settings.twilio_from_number, body=body, **extra)
+            msg = await asyncio.to_thread(self.client.messages.create, to=to, body=body, **extra)
         except TwilioRestException as exc:
             raise ProviderError(f"Twilio refused the SMS: {exc.msg}", hint="sms_failed") from exc
         return Sent("twilio", msg.sid, msg.status or "queued", self.settings.sms_cost_cents)
@@ -228,6 +240,9 @@ class StripePayments:
 
     async def create_refund(self, params: dict[str, Any], *, idempotency_key: str,
                             stripe_account: str | None = None) -> ProviderRefund:
+        if stripe_account:
+            # a Connect charge carried the platform fee as an application fee: give it back in proportion
+            params = {**params, "refund_application_fee": True}
         try:
             refund = await asyncio.to_thread(self.client.v1.refunds.create, params=params,
                                              options=self._options(idempotency_key, stripe_account))
@@ -246,6 +261,54 @@ class StripePayments:
             raise ProviderError(f"Stripe refused to expire the session: {exc.user_message or exc}", hint="expire_failed") from exc
 
 
+@dataclass(frozen=True)
+class GeoPoint:
+    latitude: float
+    longitude: float
+
+
+class Geocoder(Protocol):
+    async def geocode(self, address: str, *, near: tuple[float, float] | None = None) -> GeoPoint | None: ...
+
+
+class LogGeocoder:
+    """Looks nothing up (no network locally): records the request and answers None, "unknown"."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def geocode(self, address: str, *, near: tuple[float, float] | None = None) -> GeoPoint | None:
+        _record_locally(self.settings, "geocode", {"address": address})
+        return None
+
+
+class NominatimGeocoder:
+    """OpenStreetMap Nominatim's /search (format=jsonv2, one result). A failure answers None: the
+    address is then taken as spoken and place_order applies its own check."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def geocode(self, address: str, *, near: tuple[float, float] | None = None) -> GeoPoint | None:
+        import httpx
+
+        params: dict[str, Any] = {"q": address, "format": "jsonv2", "limit": 1}
+        if near:  # prefer results around the venue (a viewbox of about ±0.5°, not bounded)
+            lat, lon = near
+            params["viewbox"] = f"{lon - 0.5},{lat + 0.5},{lon + 0.5},{lat - 0.5}"
+        try:
+            async with httpx.AsyncClient(base_url=self.settings.geocoder_base_url, timeout=5,
+                                         headers={"User-Agent": self.settings.geocoder_user_agent}) as client:
+                r = await client.get("/search", params=params)
+                r.raise_for_status()
+                results = r.json()
+            if results:
+                return GeoPoint(float(results[0]["lat"]), float(results[0]["lon"]))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("geocoding failed", extra={"action": "geocode_failed", "error": str(exc)})
+        return None
+
+
 @dataclass
 class Providers:
     sms: Sms
@@ -253,6 +316,7 @@ class Providers:
     email: Email
     payments: Payments
     couriers: dict[str, Any] = field(default_factory=dict)  # name -> brigade.couriers.Courier
+    geocoder: Geocoder | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Providers":
@@ -265,6 +329,7 @@ class Providers:
             email=ResendEmail(settings) if settings.email_provider == "resend" else LogEmail(settings),
             payments=StripePayments(settings) if settings.payments_provider == "stripe" else LogPayments(settings),
             couriers=couriers_from_settings(settings),
+            geocoder=NominatimGeocoder(settings) if settings.geocoder_provider == "nominatim" else LogGeocoder(settings),
         )
 
 

@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     sms_provider: str = "log"
     email_provider: str = "log"
     payments_provider: str = "log"
+    # phone delivery addresses: "log" (no lookup, the address is taken as spoken) or "nominatim"
+    geocoder_provider: str = "log"
+    geocoder_base_url: str = "https://nominatim.openstreetmap.org"
+    geocoder_user_agent: str = "brigade (self-hosted)"
 
     stripe_secret_key: str = ""
     stripe_webhook_secret: str = "whsec_brigade_local_development_secret"
@@ -80,6 +84,8 @@ class Settings(BaseSettings):
     checkout_cancel_url: str = "http://127.0.0.1:3000/orders/{order_id}?cancelled=1"
     booking_success_url: str = "http://127.0.0.1:3000/bookings/{booking_id}?paid=1"
     booking_cancel_url: str = "http://127.0.0.1:3000/bookings/{booking_id}?cancelled=1"
+    # where a review request sends the guest; {order_id} and {access_token} prove the purchase (submit_review)
+    review_url: str = "http://127.0.0.1:3000/orders/{order_id}/review?token={access_token}"
     checkout_session_minutes: int = 30
 
     twilio_account_sid: str = ""

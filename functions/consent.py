@@ -44,7 +44,7 @@ async def confirm(request: Request, pool: Annotated[AsyncConnectionPool, Depends
 @router.get("/unsubscribe", response_class=HTMLResponse)
 async def unsubscribe(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
                       b: uuid.UUID, c: uuid.UUID, ch: Annotated[str, Query(pattern=CHANNELS)],
-                      t: Annotated[str, Query(min_length=64, max_length=64)]) -> str:
+                      t: Annotated[str, Query(min_length=64, max_length=80)]) -> str:  # "v<n>.<hex>" or legacy hex
     async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
         await conn.execute("select app.unsubscribe(%s, %s, %s, %s, %s, %s)",
                            (b, c, ch, t, client_ip(request), request.headers.get("user-agent")))

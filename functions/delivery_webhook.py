@@ -4,7 +4,8 @@ Uber Direct signs the raw body: `x-uber-signature` is the hex HMAC-SHA256 with t
 DoorDash Drive has no body signature; it sends the Authorization header value configured in its
 portal, compared here in constant time. Without a provider in the path, a request carrying
 x-uber-signature is Uber's, any other DoorDash's. A verified event is applied in one transaction by
-app.apply_delivery_webhook (recorded once, status only forward); duplicates, stale events and events
+app.apply_delivery_webhook (recorded once — Uber by event id, DoorDash, which has none, by a hash of
+the whole body — status only forward); duplicates, stale events and events
 for deliveries we do not know answer 200 so the network stops retrying. Bad signature: 400/401.
 """
 

@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
+from brigade import queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import wrap_exceptions
@@ -53,8 +54,12 @@ async def refund(
     req = row["r"] if row else {}
     params = {"payment_intent": req["payment_intent_id"], "amount": req["amount_cents"],
               "metadata": {"refund_id": req["refund_id"], "order_id": req["order_id"], "business_id": req["business_id"]}}
+    async with transaction_as(pool, Claims.service()) as conn:
+        account = await (await conn.execute(queries.get("refund_stripe_account"), {"business_id": req["business_id"]})).fetchone()
     try:
-        result = await providers.payments.create_refund(params, idempotency_key=req["idempotency_key"])
+        # A Connect business's charge lives on its own account: the refund must be made there too.
+        result = await providers.payments.create_refund(params, idempotency_key=req["idempotency_key"],
+                                                        stripe_account=account["stripe_account_id"] if account else None)
     except ProviderError as exc:
         await _record(pool, req, None, "failed", exc.message)
         raise

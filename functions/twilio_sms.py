@@ -2,7 +2,9 @@
 reports), both signed by Twilio with X-Twilio-Signature over the exact public URL and the form.
 
 Inbound STOP-type keywords revoke SMS marketing consent in the consent log (source `sms_stop`) and
-suppress the number; START-type keywords grant it again (`sms_start`). Twilio's own Advanced Opt-Out
+suppress the number; START-type keywords grant it again (`sms_start`) — per sender: a keyword to a
+business's own number (or Messaging Service) applies to that business, one to the platform number to
+the businesses texting from it. Twilio's own Advanced Opt-Out
 answers the sender, so the reply here is an empty TwiML document. Status reports move the message's
 notification_log row forward only (sent -> delivered | failed); repeats and late ones change nothing.
 """
@@ -40,7 +42,9 @@ async def inbound(form: Annotated[dict[str, str], Depends(twilio_params)],
     opt_in = True if word in START_WORDS else False if word in STOP_WORDS else None
     if opt_in is not None:
         async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
-            row = await (await conn.execute(queries.get("sms_opt"), {"phone": phone, "opt_in": opt_in})).fetchone()
+            row = await (await conn.execute(queries.get("sms_opt"), {
+                "phone": phone, "opt_in": opt_in, "to": form.get("To") or None,
+                "service": form.get("MessagingServiceSid") or None})).fetchone()
         log.info("sms keyword", extra={"action": "sms_opt_in" if opt_in else "sms_opt_out", "customers": row["customers"] if row else 0})
     return Response(EMPTY_TWIML, media_type="application/xml")
 

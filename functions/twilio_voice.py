@@ -57,9 +57,10 @@ MAX_SILENCES = 2
 
 # ---- verification --------------------------------------------------------------------------------
 
-def action_url(request: Request, settings: Settings, name: str) -> str:
+def action_url(request: Request, settings: Settings, name: str, seq: int | None = None) -> str:
+    """The URL Twilio posts the next turn to; `seq` numbers the turn, so a retried request is known."""
     base = settings.public_url.rstrip("/") if settings.public_url else str(request.base_url).rstrip("/")
-    return f"{base}/functions/v1/twilio-voice/{name}"
+    return f"{base}/functions/v1/twilio-voice/{name}" + (f"?seq={seq}" if seq is not None else "")
 
 
 def call_sid(params: dict[str, str]) -> str:
@@ -176,6 +177,12 @@ class Conversation:
             return Reply(["Goodbye."], "hangup")
         if not self.state.get("module_enabled"):
             return self.forward("module_disabled")
+        if (self.state.get("credits_left") or 0) <= 0:
+            # the call has used up the balance: hand it to the venue rather than run on unpaid (no
+            # forward_reason: that would make the minutes so far free at the final status callback)
+            reply = self.hand_off("I'll put you through to the team now.")
+            self.turns[-1]["reason"] = "credits_exhausted"
+            return reply
         speech = speech.strip()
         if not speech:
             self.silences += 1
@@ -238,6 +245,19 @@ class Conversation:
         if len(text) < 6 or not re.search(r"\d", text):
             return self.miss("Sorry, I need the street number and street name.")
         self.address = {"line1": text[:200]}
+        venue = (self.state.get("venue_latitude"), self.state.get("venue_longitude"))
+        point = None
+        if self.providers.geocoder is not None:
+            point = await self.providers.geocoder.geocode(text, near=venue if None not in venue else None)
+        if point is not None:
+            self.address.update(latitude=point.latitude, longitude=point.longitude)
+            if None not in venue and self.state.get("delivery_radius_km") is not None:
+                row = await (await self.conn.execute(queries.get("voice_distance_km"), {
+                    "venue_lat": venue[0], "venue_lon": venue[1], "lat": point.latitude, "lon": point.longitude})).fetchone()
+                if row and float(row["km"]) > float(self.state["delivery_radius_km"]):
+                    self.address, self.fulfilment, self.step = None, None, "fulfilment"
+                    extra = " Would you like to pick it up instead?" if self.state.get("accepts_pickup") else ""
+                    return self.said(Reply([f"Sorry, that address is outside our delivery area.{extra}"]))
         return await self.read_back()
 
     async def on_confirm(self, u: Understanding) -> Reply:
@@ -410,7 +430,8 @@ class Conversation:
         params: dict[str, Any] = {"business_id": self.state["business_id"], "order_id": order["order_id"], "recipient": to,
                                   "venue_id": self.state["venue_id"], "detail": Jsonb({"call_id": str(self.state["call_id"])})}
         try:
-            sent = await self.providers.sms.send(to, body)
+            row = await (await self.conn.execute(queries.get("sms_sender"), {"business_id": self.state["business_id"]})).fetchone()
+            sent = await self.providers.sms.send(to, body, sender=row["sender"] if row else None)
         except ProviderError as exc:
             await self.conn.execute(queries.get("voice_record_sms"), {**params, "status": "failed", "provider": None,
                                                                       "message_id": None, "cost": 0, "error": exc.message})
@@ -476,7 +497,7 @@ async def incoming(
         await convo.save()
     log.info("call", extra={"action": "voice_call", "call_id": str(start["call_id"]), "business_id": str(start["business_id"]),
                             "decision": start["decision"], "reason": start["forward_reason"]})
-    return render(reply, action_url(request, settings, "gather"), hints(convo.menu))
+    return render(reply, action_url(request, settings, "gather", 1), hints(convo.menu))
 
 
 @router.post("/twilio-voice/gather")
@@ -493,14 +514,26 @@ async def gather(
         confidence = float(params["Confidence"]) if params.get("Confidence") else None
     except ValueError as exc:
         raise InvalidInput("Confidence must be a number", hint="invalid_confidence") from exc
+    raw_seq = request.query_params.get("seq")
+    if raw_seq is not None and not raw_seq.isdigit():
+        raise InvalidInput("seq must be a whole number", hint="invalid_seq")
+    seq = int(raw_seq) if raw_seq is not None else None
     async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
         state = (await (await conn.execute("select app.voice_load_call(%s) as r", (sid,))).fetchone())["r"]
         if state is None:
             raise NotFound("no such call", hint="call_not_found")
+        if seq is not None and state.get("last_gather_seq") == seq and state.get("last_reply"):
+            # Twilio retried this turn (same CallSid and sequence): answer it again, run nothing twice
+            return Response(state["last_reply"], media_type="application/xml")
         convo = Conversation.load(state, conn, settings, providers)
         reply = await convo.turn(params.get("SpeechResult", ""), confidence, understander_from_settings(settings))
         await convo.save()
-    return render(reply, action_url(request, settings, "gather"), hints(convo.menu))
+        next_seq = (seq if seq is not None else (state.get("last_gather_seq") or 0)) + 1
+        response = render(reply, action_url(request, settings, "gather", next_seq), hints(convo.menu))
+        if seq is not None:
+            await conn.execute(queries.get("voice_remember_reply"), {"business_id": state["business_id"], "call_id": state["call_id"],
+                                                                     "seq": seq, "twiml": bytes(response.body).decode()})
+    return response
 
 
 @router.post("/twilio-voice/status")

@@ -155,8 +155,8 @@ class FakeTwilio:
 
     def _message(self, req: Recorded, _: Any) -> Reply:
         form = {k: v[0] for k, v in req.form.items()}
-        return Reply(201, {"sid": f"SM{next(self.counter):032d}", "status": "queued", "to": form["To"], "from": form["From"],
-                           "body": form["Body"], "num_segments": "1", "price": None, "price_unit": "USD"})
+        return Reply(201, {"sid": f"SM{next(self.counter):032d}", "status": "queued", "to": form["To"],
+                           "from": form.get("From") or form.get("MessagingServiceSid"), "body": form["Body"], "num_segments": "1", "price": None, "price_unit": "USD"})
 
     def _call(self, req: Recorded, _: Any) -> Reply:
         if self.fail_calls:

@@ -10,11 +10,21 @@ from brigade.providers import Sent
 from worker.registry import Context
 
 
+async def sms_sender(ctx: Context, business_id: Any) -> dict[str, Any] | None:
+    """The business's own SMS sender (number or Messaging Service), or None for the platform number."""
+    if business_id is None:
+        return None
+    row = await (await ctx.conn.execute(queries.get("sms_sender"), {"business_id": business_id})).fetchone()
+    return row["sender"] if row else None
+
+
 async def deliver(ctx: Context, channel: str, recipient: str, subject: str, text: str, *, idempotency_key: str,
-                  status_callback: str | None = None, headers: dict[str, str] | None = None) -> Sent:
-    """Send on one channel (sms, email or voice); raises ProviderError when the provider refuses."""
+                  status_callback: str | None = None, headers: dict[str, str] | None = None, business_id: Any = None) -> Sent:
+    """Send on one channel (sms, email or voice); raises ProviderError when the provider refuses.
+    SMS go out from the business's own sender when it has one (so STOP reaches that business only)."""
     if channel == "sms":
-        return await ctx.providers.sms.send(recipient, text, status_callback=status_callback)
+        return await ctx.providers.sms.send(recipient, text, status_callback=status_callback,
+                                            sender=await sms_sender(ctx, business_id))
     if channel == "email":
         return await ctx.providers.email.send(recipient, subject, text, idempotency_key=idempotency_key, headers=headers)
     if channel == "voice":

@@ -16,8 +16,12 @@ select app.launch_campaign(%(business_id)s::uuid, %(campaign_id)s::uuid) as reci
 select app.evaluate_dormant_automations(null) as sends
 
 -- sms_opt --
--- An inbound STOP (false) or START (true) from a phone number.
-select app.sms_opt(%(phone)s::text, %(opt_in)s::boolean) as customers
+-- An inbound STOP (false) or START (true) from a phone number, to the sender it was sent to.
+select app.sms_opt(%(phone)s::text, %(opt_in)s::boolean, %(to)s::text, %(service)s::text) as customers
+
+-- sms_sender --
+-- The number (or Messaging Service) a business texts from; null: the platform number.
+select app.sms_sender(%(business_id)s) as sender
 
 -- record_delivery_status --
 -- A provider's delivery report for a message it sent.
@@ -26,3 +30,7 @@ select app.record_delivery_status(%(provider)s::text, %(message_id)s::text, %(st
 -- record_email_event --
 -- One of Resend's webhook events for an email it sent.
 select app.record_email_event(%(message_id)s::text, %(type)s::text) as updated
+
+-- review_request_order --
+-- The order a review request is about, with the access token its review link carries.
+select o.id, o.access_token from public.orders o where o.business_id = %(business_id)s and o.id = %(order_id)s

@@ -34,3 +34,15 @@ select n.id from public.notification_log n
 where n.business_id = %(business_id)s and n.event_key = %(event_key)s and n.channel = %(channel)s
   and n.recipient = %(recipient)s and n.status in ('pending', 'failed')
 limit 1
+
+-- run_scheduled_payouts --
+-- Every business's weekly or monthly payout for its last complete period.
+select app.run_scheduled_payouts(now()) as n
+
+-- owned_business --
+-- Whether the caller owns the business (the merchant's payouts CSV is for owners).
+select exists (select 1 from app.my_business_ids('{owner}') b where b = %(business_id)s) as owner
+
+-- merchant_payouts_csv --
+-- One business's payouts as CSV, read under the caller's row-level security.
+select public.payouts_csv(%(business_id)s, %(from)s::timestamptz, %(to)s::timestamptz) as csv

@@ -17,3 +17,11 @@ on conflict on constraint notification_log_natural_key do nothing
 -- top_up_plan_voice_credits --
 -- The plan's included voice credits for the current billing period (what is still due).
 select app.top_up_plan_voice_credits(%(business_id)s::uuid) as granted
+
+-- voice_remember_reply --
+-- The TwiML a gather turn answered, kept for a retry of the same turn.
+select app.voice_remember_reply(%(business_id)s, %(call_id)s, %(seq)s, %(twiml)s)
+
+-- voice_distance_km --
+-- How far a geocoded delivery address is from the venue (place_order's own measure).
+select app.distance_km(%(venue_lat)s, %(venue_lon)s, %(lat)s, %(lon)s) as km

@@ -5,6 +5,7 @@ the performance view, and who may read what."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -181,7 +182,8 @@ def test_send_time_checks(api: Api, conn: psycopg.Connection[dict[str, Any]], sh
     assert outcome[ok]["action"] == "send"
     assert {c: o.get("reason") for c, o in outcome.items() if c != ok} == {
         no_consent: "no_consent", no_phone: "no_contact", erased: "deleted", stopped: "suppressed", leaving: "deleted"}
-    assert outcome[ok]["unsubscribe_channel"] == "SMS_MARKETING" and len(outcome[ok]["unsubscribe_token"]) == 64
+    assert outcome[ok]["unsubscribe_channel"] == "SMS_MARKETING"
+    assert re.fullmatch(r"v[0-9]+\.[0-9a-f]{64}", outcome[ok]["unsubscribe_token"]), "a versioned HMAC (0077)"
     skipped = {s["customer_id"]: s["skip_reason"] for s in sends(conn, b, automation_id=rule) if s["status"] == "skipped"}
     assert len(skipped) == 5, "skips are final, with their reason"
 

@@ -120,7 +120,7 @@ def test_proration_by_day(conn: Conn, tenant: Tenant) -> None:
     b = tenant.business_id
     conn.execute("update public.businesses set time_zone = 'UTC' where id = %s", (b,))  # the days below are UTC days
     conn.execute("update public.business_subscriptions set current_period_start = '2026-11-01T00:00Z', "
-                 "current_period_end = '2026-12-01T00:00Z' where business_id = %s", (b,))
+                 "current_period_end = '2026-12-01T00:00Z', trial_ends_at = '2026-11-01T00:00Z' where business_id = %s", (b,))  # no trial
     conn.execute("update public.business_subscription_lines set starts_at = '2026-11-01T00:00Z' where business_id = %s", (b,))
     conn.execute("select app.set_business_module(%s, 'crm', true)", (b,))
     conn.execute("update public.business_subscription_lines set starts_at = '2026-11-11T09:30Z' where business_id = %s and item_key = 'crm'", (b,))
@@ -151,7 +151,7 @@ def test_proration_uses_the_business_time_zone(conn: Conn, tenant: Tenant) -> No
     b = tenant.business_id
     conn.execute("update public.businesses set time_zone = 'America/New_York' where id = %s", (b,))
     conn.execute("update public.business_subscriptions set current_period_start = '2026-11-01T04:00Z', "
-                 "current_period_end = '2026-12-01T05:00Z' where business_id = %s", (b,))
+                 "current_period_end = '2026-12-01T05:00Z', trial_ends_at = '2026-11-01T04:00Z' where business_id = %s", (b,))  # no trial
     conn.execute("update public.business_subscription_lines set starts_at = '2026-11-01T04:00Z' where business_id = %s", (b,))
     conn.execute("select app.set_business_module(%s, 'crm', true)", (b,))
     # 02:00Z on the 11th is still the 10th in New York: 21 local days, not 20
@@ -161,6 +161,7 @@ def test_proration_uses_the_business_time_zone(conn: Conn, tenant: Tenant) -> No
 
 def test_a_module_switch_rebills_the_draft_at_once(api: Api, conn: Conn, tenant: Tenant, operator: Claims) -> None:
     b = tenant.business_id
+    conn.execute("update public.business_subscriptions set trial_ends_at = current_period_start where business_id = %s", (b,))  # no trial
     before = api.run(tenant.claims("owner"), "select public.billing_overview(%s) as o", (b,))[0]["o"]
     api.run(operator, "select public.set_business_module(%s, 'loyalty', true)", (b,))
     after = api.run(tenant.claims("owner"), "select public.billing_overview(%s) as o", (b,))[0]["o"]
@@ -229,7 +230,7 @@ def test_stripe_billing_adapter_writes_the_same_rows(conn: Conn, tenant: Tenant)
 def test_closing_a_period_finalises_the_invoice_and_starts_the_next(conn: Conn, tenant: Tenant) -> None:
     b = tenant.business_id
     conn.execute("update public.business_subscriptions set current_period_start = '2026-10-01T00:00Z', "
-                 "current_period_end = '2026-11-01T00:00Z' where business_id = %s", (b,))
+                 "current_period_end = '2026-11-01T00:00Z', trial_ends_at = '2026-10-01T00:00Z' where business_id = %s", (b,))  # no trial
     conn.execute("update public.business_subscription_lines set starts_at = '2026-10-01T00:00Z' where business_id = %s", (b,))
     assert conn.execute("select app.close_due_billing_periods('2026-11-15T00:00Z') as n").fetchone() == {"n": 1}
     invoices = conn.execute("select period_start, status, total_cents from public.billing_invoices where business_id = %s "

@@ -93,7 +93,7 @@ def test_hold_checkout_webhook_confirmation(api: Api, conn: psycopg.Connection[d
         "booking_number": b["booking_number"], "activity_id": str(act.activity_id), "venue_id": str(act.venue_id),
         "session_id": str(act.sessions[0]), "customer_name": "Grace Booker", "customer_email": "grace@example.test",
         "customer_phone": "+12125550142", "booking_date": starts["d"], "booking_time": starts["t"], "party_size": "3",  # type: ignore[index]
-        "adult_count": "2", "child_count": "1", "promo_code": "TEN", "special_requests": "birthday", "platform_fee_percent": "0.00",
+        "adult_count": "2", "child_count": "1", "promo_code": "TEN", "special_requests": "birthday", "platform_fee_percent": "3.00",  # the starter plan's 3 %
     }.items() <= meta.items()
     assert form["line_items[0][price_data][unit_amount]"] == str(2 * ADULT + CHILD - 1000) and form["line_items[0][quantity]"] == "1"
     assert created.headers["idempotency-key"] == f"checkout:booking:{b['booking_id']}:1"

@@ -62,12 +62,12 @@ def test_staff_may_open_checkout_without_the_token(api: Api, menu: Menu, outside
 
 
 def test_connect_businesses_get_an_application_fee(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, outside: Outside) -> None:
-    conn.execute("update public.businesses set stripe_account_id = 'acct_123', application_fee_bps = 250 where id = %s",
-                 (menu.tenant.business_id,))
+    conn.execute("update public.businesses set stripe_account_id = 'acct_123' where id = %s", (menu.tenant.business_id,))
     order = place(api, menu)
     assert checkout(outside, {"order_id": order["order_id"], "access_token": order["access_token"]}).status_code == 200
     [created] = outside.stripe.sessions()
-    assert created.form["payment_intent_data[application_fee_amount]"] == [str(round(EXPECTED_TOTAL * 0.025))]
+    # the plan's platform fee (starter: 3 % + 30 cents), 0072
+    assert created.form["payment_intent_data[application_fee_amount]"] == [str(round(EXPECTED_TOTAL * 0.03) + 30)]
     assert created.headers["stripe-account"] == "acct_123"
 
 

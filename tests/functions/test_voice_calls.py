@@ -90,9 +90,9 @@ def test_an_order_by_phone_ends_paid_through_the_normal_fan_out(conn: Conn, line
     call = line.call()
     hello = call.dial()
     assert hello.status == 200 and hello.gather is not None, hello.xml
-    assert hello.gather.get("action", "").endswith("/functions/v1/twilio-voice/gather")
+    assert hello.gather.get("action", "").endswith("/functions/v1/twilio-voice/gather?seq=1")
     assert hello.gather.get("speechTimeout") == "auto" and "Latte" in (hello.gather.get("hints") or "")
-    assert hello.redirect and hello.redirect.endswith("/twilio-voice/gather"), "a fallback when nothing is heard"
+    assert hello.redirect and hello.redirect.endswith("/twilio-voice/gather?seq=1"), "a fallback when nothing is heard"
     assert "Downtown" in hello.says
 
     t = call.say("Hi, I'd like a large latte with oat milk and two croissants please")
@@ -391,7 +391,7 @@ def test_behind_a_proxy_the_public_url_is_what_is_signed(conn: Conn, factory: Fa
         sig = RequestValidator(settings.twilio_auth_token).compute_signature(public, params)
         r = httpx.post(f"{server.url}/functions/v1/twilio-voice?number=main", data=params, headers={"X-Twilio-Signature": sig})
         assert r.status_code == 200, r.text
-        assert 'action="https://voice.brigade.example/functions/v1/twilio-voice/gather"' in r.text
+        assert 'action="https://voice.brigade.example/functions/v1/twilio-voice/gather?seq=1"' in r.text
         local = RequestValidator(settings.twilio_auth_token).compute_signature(f"{server.url}/functions/v1/twilio-voice?number=main", params)
         r = httpx.post(f"{server.url}/functions/v1/twilio-voice?number=main", data=params, headers={"X-Twilio-Signature": local})
         assert r.status_code == 403, "a signature over the internal URL is not Twilio's"

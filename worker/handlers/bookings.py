@@ -63,7 +63,8 @@ async def send_pending(event: Event, ctx: Context, event_key: str) -> list[str]:
             continue
         body = f"{subject}. {text}" if row["channel"] == "sms" else text
         try:
-            sent = await deliver(ctx, row["channel"], row["recipient"], subject, body, idempotency_key=f"{event_key}:{row['id']}")
+            sent = await deliver(ctx, row["channel"], row["recipient"], subject, body, idempotency_key=f"{event_key}:{row['id']}",
+                                 business_id=event.business_id)
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             ctx.log.warning("send failed", extra={"action": "notification_failed", "channel": row["channel"],

@@ -46,6 +46,8 @@ def render(ctx: Context, claim: dict[str, Any], business_id: Any) -> tuple[str, 
             headers = {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     text = fill(claim["body"], variables).strip()
     subject = fill(claim["subject"] or "", variables).strip() or str(variables.get("business_name", ""))
+    if variables.get("review_url") and variables["review_url"] not in text:
+        text += f"\n{variables['review_url']}" if claim["channel"] == "email" else f" Review: {variables['review_url']}"
     if claim["marketing"] and claim["channel"] == "email" and variables["unsubscribe_url"] not in text:
         text += f"\n\n--\nYou get this because you agreed to hear from {variables.get('business_name', 'us')}. "
         text += f"Unsubscribe: {variables['unsubscribe_url']}"
@@ -63,10 +65,16 @@ async def send(event: Event, ctx: Context) -> None:
         ctx.log.info("marketing send not sent", extra={"action": "marketing_" + claim["action"], "send_id": send_id,
                                                         "business_id": str(event.business_id), "reason": claim.get("reason")})
         return
+    if claim["trigger"] == "order.review_request" and claim["vars"].get("order_id"):
+        # the review page needs the order's access token: the proof submit_review asks for
+        order = await (await ctx.conn.execute(queries.get("review_request_order"), {
+            "business_id": event.business_id, "order_id": claim["vars"]["order_id"]})).fetchone()
+        if order:
+            claim["vars"]["review_url"] = ctx.settings.review_url.format(order_id=order["id"], access_token=order["access_token"])
     subject, text, headers = render(ctx, claim, event.business_id)
     template = claim["trigger"]
     try:
-        sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}",
+        sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}", business_id=event.business_id,
                              status_callback=f"{ctx.settings.functions_url}/twilio-sms/status", headers=headers or None)
     except ProviderError as exc:
         await ctx.conn.execute(queries.get("complete_marketing_send"), {**params, "recipient": claim["recipient"], "template": template,

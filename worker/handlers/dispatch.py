@@ -14,6 +14,7 @@ from brigade import queries
 from brigade.couriers import CourierRefused, CourierUnavailable, DeliveryJob
 from brigade.events import Event
 from brigade.providers import ProviderError
+from worker.notify import sms_sender
 from worker.registry import Context, registry
 
 LOCATION_RETENTION_DAYS = 30
@@ -134,7 +135,7 @@ async def status_changed(event: Event, ctx: Context) -> None:
     for row in rows:
         tracking = ctx.settings.delivery_tracking_url.format(order_id=row["order_id"], access_token=row["access_token"])
         try:
-            sent = await ctx.providers.sms.send(row["recipient"], render(row, tracking))
+            sent = await ctx.providers.sms.send(row["recipient"], render(row, tracking), sender=await sms_sender(ctx, event.business_id))
         except ProviderError as exc:
             await ctx.conn.execute(queries.get("mark_notification"), {
                 "business_id": event.business_id, "id": row["id"], "status": "failed", "provider": None, "message_id": None,

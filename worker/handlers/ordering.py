@@ -49,7 +49,8 @@ async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: 
         if row["channel"] not in ("sms", "email", "voice"):
             continue
         try:
-            sent = await deliver(ctx, row["channel"], row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}")
+            sent = await deliver(ctx, row["channel"], row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}",
+                                 business_id=event.business_id)
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             if row["channel"] == "voice":  # the call failed: text them instead
@@ -83,6 +84,39 @@ async def order_ready(event: Event, ctx: Context) -> None:
 
 
 
+
+
+async def refund_cancelled(event: Event, ctx: Context) -> None:
+    """Refund in full a cancelled order that holds money, once (a fixed idempotency key). A refusal fails
+    the event, so the worker retries it and at last parks it in the dead-letter queue: money owed is
+    never dropped silently."""
+    order_id = event.payload["order_id"]
+    row = await (await ctx.conn.execute(queries.get("order_automatic_refund"),
+                                        {"business_id": event.business_id, "order_id": order_id})).fetchone()
+    req = row["r"] if row else None
+    if not req:
+        return  # unpaid, already refunded, or sent by an earlier delivery of this event
+    result = await ctx.providers.payments.create_refund(
+        {"payment_intent": req["payment_intent_id"], "amount": req["amount_cents"],
+         "metadata": {"refund_id": req["refund_id"], "order_id": req["order_id"], "business_id": req["business_id"]}},
+        idempotency_key=req["idempotency_key"], stripe_account=req["stripe_account_id"])
+    await ctx.conn.execute(queries.get("order_record_refund"), {
+        "business_id": event.business_id, "order_id": order_id, "refund_id": req["refund_id"], "provider_refund_id": result.id,
+        "status": result.status, "amount_cents": req["amount_cents"], "failure": result.failure_reason})
+    ctx.log.info("cancelled order refunded", extra={"action": "order_auto_refund", "order_id": order_id, "topic": event.topic,
+                                                    "business_id": str(event.business_id), "status": result.status})
+
+
+@registry.on("order.cancelled")
+async def order_cancelled(event: Event, ctx: Context) -> None:
+    """Staff cancelled an order: if it was paid, refund it."""
+    await refund_cancelled(event, ctx)
+
+
+@registry.on("order.paid_after_cancellation")
+async def order_paid_after_cancellation(event: Event, ctx: Context) -> None:
+    """Money arrived for an order already cancelled: give it back."""
+    await refund_cancelled(event, ctx)
 
 
 @registry.on("stock.critical")

@@ -42,7 +42,8 @@ async def _send_once(event: Event, ctx: Context, event_key: str, channel: str, r
     if row is None:
         return False
     try:
-        sent = await deliver(ctx, channel, recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}")
+        sent = await deliver(ctx, channel, recipient, subject, text, idempotency_key=f"{event_key}:{row['id']}",
+                             business_id=event.business_id)
     except ProviderError as exc:
         await mark(ctx, event.business_id, row["id"], None, exc.message)
         raise
@@ -75,6 +76,13 @@ async def claim_requested(event: Event, ctx: Context) -> None:
 async def close_billing_periods(ctx: Context) -> None:
     """Finalise the invoices of periods that ended and open the next period's draft."""
     await ctx.conn.execute("select app.close_due_billing_periods(now())")
+
+
+@registry.scheduled("platform.payouts", "30 1 * * *")
+async def scheduled_payouts(ctx: Context) -> None:
+    """Each business's weekly or monthly payout for its last complete period (recomputed while pending)."""
+    row = await (await ctx.conn.execute(queries.get("run_scheduled_payouts"))).fetchone()
+    ctx.log.info("scheduled payouts", extra={"action": "platform_payouts", "computed": row["n"] if row else 0})
 
 
 @registry.on("billing.sync_requested")

@@ -45,3 +45,4 @@ def seed(ctx: TenantRows) -> None:
         "values (%s, 'Spring menu', %s, 'sms', 'New on the menu', 'scheduled', now()) returning id", (b, segment)).fetchone()["id"]  # type: ignore[index]
     conn.execute("select app.launch_campaign(%s, %s)", (b, campaign))
     conn.execute("insert into public.marketing_suppressions (business_id, channel, address, reason) values (%s, 'sms', '+15550001111', 'sms_stop')", (b,))
+    conn.execute("insert into public.sms_senders (business_id, phone_number) values (%s, %s)", (b, f"+1555{int(b.hex[:8], 16) % 10**7:07d}"))
