@@ -104,6 +104,8 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                      cols("business_id id modifier_id product_id quantity stock_sku variant_id")),
     "rewards": (cols("business_id credit_cents is_active kind name points_cost product_id"), cols("is_active name points_cost")),
     "segments": (cols("business_id criteria key name venue_id"), cols("criteria name")),
+    # the operator only (its policies): a business texts from a number the platform provisioned for it
+    "sms_senders": (cols("business_id is_active messaging_service_sid phone_number"), cols("is_active messaging_service_sid phone_number")),
     "stock_items": (cols("business_id critical_level name sku unit venue_id"), cols("critical_level name unit")),
     "stock_movements": (cols("business_id delta note reason stock_item_id venue_id"), cols("")),
     "storefront_settings": (cols("banner_url business_id custom_domain logo_url subdomain tagline theme_colors"),
@@ -190,6 +192,7 @@ SENSITIVE_READS: dict[tuple[str, str], str] = {
     ("business_payouts", "delivery_cost_cents"): "members",
     ("business_payouts", "platform_fee_cents"): "members",
     ("businesses", "application_fee_bps"): "members",
+    ("businesses", "payout_schedule"): "members",  # when the business is paid out: its own setting to read
     ("credit_transactions", "idempotency_key"): "members",
     ("driver_earnings", "payout_status"): "members",
     ("driver_earnings", "platform_fee_cents"): "members",
@@ -327,12 +330,12 @@ AUTHENTICATED_CALLABLE = {
     "invite_member(uuid,text,membership_role,uuid[],interval)", "is_member(uuid,membership_role[])", "list_dead_events(integer)",
     "manager_generate_sessions(uuid,integer)", "manager_recompute_segment(uuid)", "mark_payout_paid(uuid,uuid)",
     "merge_customers(uuid,uuid)", "moderate_review(text,uuid,text,text,text)", "my_business_ids(membership_role[])",
-    "my_customer_keys()", "my_driver_keys()", "my_venue_keys(membership_role[])", "redeem_reward(uuid,uuid)", "reorder(uuid)",
+    "my_customer_keys()", "my_driver_keys()", "my_venue_keys(membership_role[])", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
     "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_dispatch_platform_fee(uuid,uuid,integer)",
-    "set_payment_account(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
+    "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",
 }
 
