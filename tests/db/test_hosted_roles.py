@@ -12,13 +12,13 @@ import psycopg.rows
 import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from brigade import pgmq_hosted
 from brigade.localdb import Cluster
 from brigade.migrate import (MIGRATION_ROLE, apply_compat, apply_migrations, install_pgmq, list_migrations, migrate,
                              migration_dsn)
 from pgmq.install import install_pgmq_from_sql
+from tests.conftest import _dsn
 
 # Every kind of object a migration can own, with its owner, in the schemas the migrations write to.
 OWNERS = """
@@ -44,10 +44,11 @@ select 'publication ' || pubname, pubowner::regrole::text from pg_publication wh
 def fresh_dsn(pg_cluster: Cluster) -> Iterator[str]:
     """An empty database (no template): what a new project starts from."""
     name = f"h_{uuid.uuid4().hex[:12]}"
-    janitor = DatabaseJanitor(user="postgres", host="127.0.0.1", port=pg_cluster.port, dbname=name)
-    janitor.init()
-    yield f"postgresql://postgres@127.0.0.1:{pg_cluster.port}/{name}"
-    janitor.drop()
+    with psycopg.connect(_dsn(pg_cluster, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
+    yield _dsn(pg_cluster, name)
+    with psycopg.connect(_dsn(pg_cluster, "postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
 
 
 def owners(conn: psycopg.Connection[Any]) -> dict[str, str]:
