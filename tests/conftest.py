@@ -64,6 +64,15 @@ def pinned_clock(request: pytest.FixtureRequest) -> Iterator[Instant | None]:
         clock.set_offset(0.0)
 
 
+def sqlstate(fn: Any) -> str | None:
+    """The SQLSTATE fn raised, or None when it ran through (tests match codes, not text)."""
+    try:
+        fn()
+    except psycopg.Error as exc:
+        return exc.sqlstate
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,18 +9,10 @@ import psycopg
 import pytest
 
 from brigade.auth import Claims
-from tests.conftest import Api, Factory
+from tests.conftest import Api, Factory, sqlstate
 from tests.dispatch_kit import VENUE, add_driver, delivery_of, make_fleet, offers, ready_order
 
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-def sqlstate(fn: Any) -> str | None:
-    try:
-        fn()
-    except psycopg.Error as exc:
-        return exc.sqlstate
-    return None
 
 
 def position(api: Api, claims: Claims, business: Any, driver: Any, lat: float = VENUE[0]) -> Any:

@@ -20,20 +20,12 @@ import psycopg
 import pytest
 
 from brigade.auth import Claims
-from tests.conftest import Api, Factory
+from tests.conftest import Api, Factory, sqlstate
 from tests.dispatch_kit import add_driver, delivery_of, make_fleet, offers, ready_order
 from tests.ordering_kit import build_menu, order_payload, session_completed
 
 Conn = psycopg.Connection[dict[str, Any]]
 API_ROLES = ("anon", "authenticated")
-
-
-def sqlstate(fn: Any) -> str | None:
-    try:
-        fn()
-    except psycopg.Error as exc:
-        return exc.sqlstate
-    return None
 
 
 def cols(text: str) -> frozenset[str]:

@@ -19,7 +19,7 @@ import pytest
 from brigade.auth import Claims
 from brigade.settings import Settings
 from functions.app import create_app
-from tests.conftest import Api, Factory, ServerThread
+from tests.conftest import Api, Factory, ServerThread, sqlstate
 from tests.dispatch_kit import (DOORDASH_AUTH, DROPOFF, VENUE, FakeDoorDash, FakeUber, add_driver, courier_settings, delivery_of,
                                 doordash_event, expire_offers, make_fleet, offers, ready_order, run_worker, uber_event, uber_signed)
 from tests.fakes.http import FakeServer
@@ -49,14 +49,6 @@ def outside(settings: Settings) -> Iterator[Outside]:
 
 def respond(api: Api, fleet: Any, name: str, offer_id: Any, accept: bool) -> dict[str, Any]:
     return api.run(fleet.claims(name), "select public.respond_offer(%s, %s, 'busy') as r", (offer_id, accept))[0]["r"]
-
-
-def sqlstate(fn: Any) -> str | None:
-    try:
-        fn()
-    except psycopg.Error as exc:
-        return exc.sqlstate
-    return None
 
 
 async def test_own_driver_accepts_and_delivers_with_proof(api: Api, conn: Conn, factory: Factory, outside: Outside) -> None:
