@@ -271,25 +271,33 @@ revoke all on function app.printer_checkin(text, text, text) from public;
 
 -- section triggers
 
+/** A printed or cancelled job is final (a reprint is a new job). */
+create function app.tg_print_jobs_guard() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  new.updated_at := now();
+  if new.status is distinct from old.status and old.status in ('printed', 'cancelled') then
+    perform app.fail('BR801', 'print_job_final', format('a %s print job does not change any more', old.status));
+  end if;
+  return new;
+end
+$$;
+
 /** Every status change of a print job lands in print_job_events (and so on the Realtime feed). */
 create function app.tg_print_jobs_history() returns trigger
 language plpgsql security definer
 set search_path = ''
 as $$
 begin
-  if tg_op = 'UPDATE' then
-    new.updated_at := now();
-    if new.status = old.status then
-      return new;
-    end if;
-    if old.status in ('printed', 'cancelled') then
-      perform app.fail('BR801', 'print_job_final', format('a %s print job does not change any more', old.status));
-    end if;
+  if tg_op = 'UPDATE' and new.status = old.status then
+    return null;
   end if;
   insert into public.print_job_events (business_id, venue_id, job_id, printer_id, from_status, to_status, code, actor_user_id)
   values (new.business_id, new.venue_id, new.id, new.printer_id, case when tg_op = 'UPDATE' then old.status end, new.status,
           new.last_code, auth.uid());
-  return new;
+  return null;
 end
 $$;
 
@@ -324,7 +332,9 @@ begin
 end
 $$;
 
-create trigger print_jobs_history before insert or update on public.print_jobs
+create trigger print_jobs_guard before update on public.print_jobs
+  for each row execute function app.tg_print_jobs_guard();
+create trigger print_jobs_history after insert or update of status on public.print_jobs
   for each row execute function app.tg_print_jobs_history();
 create trigger print_job_events_append_only before update or delete on public.print_job_events
   for each row execute function app.tg_append_only();
