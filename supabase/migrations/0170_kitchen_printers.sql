@@ -371,6 +371,10 @@ grant select (business_id, venue_id, id, name, kind, protocol, stations, categor
   on public.printers to authenticated;
 grant select on public.print_jobs, public.print_job_events to authenticated;
 grant all on public.printers, public.print_jobs, public.print_job_events to service_role;
+grant insert (station), update (station) on public.products to authenticated;
+-- triggers fire without EXECUTE: no API role calls the trigger definers (as 0102)
+revoke all on function app.tg_print_jobs_history() from public, anon, authenticated, service_role;
+revoke all on function app.tg_kitchen_tickets_print() from public, anon, authenticated, service_role;
 
 -- section realtime
 alter publication supabase_realtime add table public.print_jobs, public.printers;
