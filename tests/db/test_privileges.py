@@ -325,7 +325,7 @@ AUTHENTICATED_CALLABLE = {
     "merge_customers(uuid,uuid)", "moderate_review(text,uuid,text,text,text)", "my_business_ids(membership_role[])",
     "my_customer_keys()", "my_driver_keys()", "my_venue_keys(membership_role[])", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
     "register_printer(uuid,text,text,text,text[],uuid[],integer)", "reprint_ticket(uuid,uuid)", "rotate_printer_token(uuid)",
-    "void_ticket(uuid,text)",
+    "void_ticket(uuid,text)", "bump_ticket(uuid,text,boolean)",
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
