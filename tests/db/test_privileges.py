@@ -326,6 +326,10 @@ AUTHENTICATED_CALLABLE = {
     "my_customer_keys()", "my_driver_keys()", "my_venue_keys(membership_role[])", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
     "register_printer(uuid,text,text,text,text[],uuid[],integer)", "reprint_ticket(uuid,uuid)", "rotate_printer_token(uuid)",
     "void_ticket(uuid,text)", "bump_ticket(uuid,text,boolean)",
+    # PINs: each acts on the caller's own PIN or checks owner/manager inside; require_fresh_pin only refuses or
+    # audits the caller's own grant (the triggers of sensitive actions call it as the caller)
+    "verify_pin(uuid,text,text)", "set_my_pin(uuid,text)", "my_pin_status(uuid)", "reset_staff_pin(uuid)",
+    "set_pin_reauth(uuid,boolean)", "require_fresh_pin(uuid,text,boolean)",
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",

@@ -511,7 +511,7 @@ grant execute on function public.reprint_ticket(uuid, uuid) to authenticated, se
 
 /** Staff void a kitchen ticket (the order stays as it is, e.g. to be refunded): the ticket leaves
     the kitchen and every printer that printed it prints a void slip. Raises PT404, BR803 (already
-    void or done), BR123 (reason required). */
+    void or done), BR123 (reason required), BR820/BR821 (no fresh PIN where the business requires one). */
 create function app.void_ticket(p_ticket_id uuid, p_reason text) returns jsonb
 language plpgsql volatile security definer
 set search_path = ''
@@ -531,6 +531,7 @@ begin
   if v_ticket.status in ('cancelled', 'done') then
     perform app.fail('BR803', 'ticket_closed', format('the ticket is %s', v_ticket.status));
   end if;
+  perform app.require_fresh_pin(v_ticket.business_id, 'void_ticket');
   perform set_config('brigade.void_reason', left(p_reason, 200), true);
   update public.kitchen_tickets set status = 'cancelled' where business_id = v_ticket.business_id and id = v_ticket.id;
   perform set_config('brigade.void_reason', '', true);
