@@ -186,6 +186,7 @@ SENSITIVE_READS: dict[tuple[str, str], str] = {
     ("business_payouts", "platform_fee_cents"): "members",
     ("businesses", "application_fee_bps"): "members",
     ("businesses", "payout_schedule"): "members",  # when the business is paid out: its own setting to read
+    ("businesses", "require_pin_reauth"): "members",  # whether its sensitive actions ask for a PIN: its own setting
     ("credit_transactions", "idempotency_key"): "members",
     ("driver_earnings", "payout_status"): "members",
     ("driver_earnings", "platform_fee_cents"): "members",
