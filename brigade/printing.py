@@ -68,7 +68,8 @@ def layout(doc: dict[str, Any]) -> list[Line]:
         out.append(Line(where, "bold", "center"))
     if doc.get("venue") or doc.get("placed_at"):
         out.append(Line(f"{doc.get('venue') or ''}  {doc.get('placed_at') or ''}".strip()))
-    out.append(Line(f"Pickup: {doc['pickup_at']}" if doc.get("pickup_at") else "Pickup: ASAP", "bold"))
+    label = "Pickup" if doc.get("fulfilment") == "pickup" else "Due"
+    out.append(Line(f"{label}: {doc.get('pickup_at') or 'ASAP'}", "bold"))
     if doc.get("customer"):
         out.append(Line(f"Name: {doc['customer']}"))
     if kind == "void" and doc.get("reason"):

@@ -59,8 +59,10 @@ grant execute on function app.reauth_actions() to authenticated, service_role;
 
 /** Refuses (BR820 reauth_required, BR821 reauth_expired) unless the caller holds a fresh re-auth
     grant for the business on the device its request names, when the business requires one (or
-    p_always). The service role and the platform operator act without a PIN (webhooks, the worker,
-    support); so do callers outside the API (migrations, the superuser). Audits each use. */
+    p_always). Only the business's members are asked: the service role and the platform operator act
+    without a PIN (webhooks, the worker, support), guests and customers serving themselves (cancelling
+    their own booking, exporting their own data) have none, and callers outside the API (migrations,
+    the superuser) neither. Audits each use. */
 create function app.require_fresh_pin(p_business_id uuid, p_action text, p_always boolean default false) returns void
 language plpgsql volatile security definer
 set search_path = ''
@@ -74,8 +76,8 @@ begin
   if p_action <> all (app.reauth_actions()) then
     perform app.fail('22023', 'unknown_action', format('%s is not a re-auth action', p_action));
   end if;
-  if coalesce(auth.role(), '') not in ('authenticated', 'anon') or app.is_platform_admin() then
-    return;
+  if coalesce(auth.role(), '') <> 'authenticated' or app.is_platform_admin() or not app.is_member(p_business_id) then
+    return;  -- not staff acting: the system, the operator, or a guest or customer serving themselves
   end if;
   if not p_always and not coalesce((select b.require_pin_reauth from public.businesses b where b.id = p_business_id), false) then
     return;

@@ -141,6 +141,12 @@ def test_sensitive_actions_need_a_fresh_grant_when_the_business_requires_it(api:
     assert api.rowcount(manager, "update public.products set name = 'Flat white' where id = %s", (menu.products["latte"],)) == 1
     conn.execute("select app.request_automatic_refund(%s, %s)", (b, second["order_id"]))
 
+    # customers serving themselves are not staff: no PIN for exporting their own data
+    me = conn.execute("insert into auth.users (email) values ('diner@example.test') returning id").fetchone()["id"]  # type: ignore[index]
+    conn.execute("update public.customers set user_id = %s where id = %s", (me, customer))
+    assert call(api, Claims.user(me), "select public.export_customer(%s) -> 'customer' ->> 'id' as id", (customer,)) == \
+        [{"id": str(customer)}]
+
     # switching the requirement off needs a fresh PIN too; then refunds need none again
     assert sqlstate(lambda: call(api, owner, "select public.set_pin_reauth(%s, false)", (b,))) == "BR820"
     call(api, owner, "select public.set_pin_reauth(%s, false)", (b,), grant(api, owner, b))
