@@ -55,11 +55,12 @@ def layout(doc: dict[str, Any]) -> list[Line]:
     width = columns(doc)
     kind = doc.get("kind", "ticket")
     out: list[Line] = []
-    title = {"ticket": "KITCHEN", "reprint": "KITCHEN - REPRINT", "void": "*** VOID ***", "receipt": "RECEIPT"}.get(kind, kind.upper())
+    title = {"ticket": "KITCHEN", "reprint": "KITCHEN - REPRINT", "void": "*** VOID ***", "change": "*** CHANGED ***",
+             "receipt": "RECEIPT"}.get(kind, kind.upper())
     stations = doc.get("stations") or []
     if kind != "receipt" and stations:
         title += " / " + ", ".join(s.upper() for s in stations)
-    out.append(Line(title, "invert" if kind == "void" else "bold", "center"))
+    out.append(Line(title, "invert" if kind in ("void", "change") else "bold", "center"))
     out.append(Line(f"#{doc.get('order_number')}", "big", "center"))
     where = {"pickup": "PICKUP", "delivery": "DELIVERY", "dine_in": "DINE IN"}.get(doc.get("fulfilment") or "", "")
     if doc.get("table_ref"):
@@ -72,7 +73,7 @@ def layout(doc: dict[str, Any]) -> list[Line]:
     out.append(Line(f"{label}: {doc.get('pickup_at') or 'ASAP'}", "bold"))
     if doc.get("customer"):
         out.append(Line(f"Name: {doc['customer']}"))
-    if kind == "void" and doc.get("reason"):
+    if kind in ("void", "change") and doc.get("reason"):
         out.extend(Line(t, "bold") for t in _wrap(f"Reason: {doc['reason']}", width))
     out.append(Line("-" * width, "rule"))
     allergens = doc.get("allergens") or []
@@ -81,7 +82,7 @@ def layout(doc: dict[str, Any]) -> list[Line]:
         out.append(Line("-" * width, "rule"))
     for item in doc.get("items") or []:
         name = item["name"] + (f" ({item['variant']})" if item.get("variant") else "")
-        head = f"{'VOID ' if kind == 'void' else ''}{item['quantity']} x {name}"
+        head = f"{'VOID ' if kind == 'void' else 'REMOVE ' if kind == 'change' else ''}{item['quantity']} x {name}"
         if kind == "receipt":
             price = _money(item.get("line_total_cents"), doc.get("currency"))
             lines = _wrap(head, width - len(price) - 1)

@@ -39,7 +39,7 @@ create table public.printers (
 alter table public.printers enable row level security;
 
 /** One document for one printer: a kitchen ticket (the printer's stations only), a void slip, a
-    reprint or a receipt. queued → sent (the printer fetched it) → printed (it confirmed), or back to
+    change slip (lines taken off a printed ticket), a reprint or a receipt. queued → sent (the printer fetched it) → printed (it confirmed), or back to
     queued when the printer reports a printer error, or failed when it cannot handle the data; staff
     reprint. Printers take their jobs in seq order. */
 create table public.print_jobs (
@@ -50,7 +50,7 @@ create table public.print_jobs (
   printer_id uuid not null,
   order_id uuid,
   ticket_id uuid,
-  kind text not null constraint print_jobs_kind_valid check (kind in ('ticket', 'void', 'reprint', 'receipt')),
+  kind text not null constraint print_jobs_kind_valid check (kind in ('ticket', 'void', 'change', 'reprint', 'receipt')),
   status text not null default 'queued'
     constraint print_jobs_status_valid check (status in ('queued', 'sent', 'printed', 'failed', 'cancelled')),
   document jsonb not null,
@@ -319,6 +319,60 @@ begin
 end
 $$;
 
+/** Lines taken off a paid order (a line refund) change its ticket: a ticket still waiting to print is
+    rewritten (withdrawn when nothing is left), and each printer that already printed the line's
+    station gets a change slip with what to stop making. */
+create function app.tg_order_items_changed_print() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+declare
+  v_ticket public.kitchen_tickets;
+  v_printer public.printers;
+  v_job public.print_jobs;
+  v_doc jsonb;
+  v_line record;
+begin
+  select t.* into v_ticket from public.kitchen_tickets t
+  where t.business_id = new.business_id and t.order_id = new.order_id and t.status not in ('done', 'cancelled');
+  if v_ticket.id is null then
+    return null;
+  end if;
+  select l.* into v_line from app.ticket_lines(new.business_id, new.order_id) l where l.order_item_id = new.id;
+  for v_job in
+    select j.* from public.print_jobs j
+    where j.business_id = v_ticket.business_id and j.ticket_id = v_ticket.id and j.kind in ('ticket', 'reprint') and j.status = 'queued'
+    for update
+  loop
+    select p.* into v_printer from public.printers p where p.business_id = v_job.business_id and p.id = v_job.printer_id;
+    v_doc := app.print_document(v_ticket, v_printer, v_job.kind, null);
+    update public.print_jobs set document = coalesce(v_doc || jsonb_build_object('copy', v_job.document -> 'copy'), document),
+      status = case when v_doc is null then 'cancelled' else status end,
+      last_code = case when v_doc is null then 'nothing_left_to_print' else last_code end
+    where business_id = v_job.business_id and id = v_job.id;
+  end loop;
+  for v_printer in
+    select p.* from public.printers p
+    where p.business_id = v_ticket.business_id and p.venue_id = v_ticket.venue_id and p.is_active and p.kind = 'kitchen'
+      and ((cardinality(p.stations) = 0 and cardinality(p.category_ids) = 0)
+           or v_line.station = any (p.stations) or v_line.category_id = any (p.category_ids))
+      and exists (select 1 from public.print_jobs j where j.business_id = p.business_id and j.printer_id = p.id
+                    and j.ticket_id = v_ticket.id and j.kind in ('ticket', 'reprint') and j.status in ('sent', 'printed', 'failed'))
+    order by p.created_at, p.id
+  loop
+    v_doc := app.print_document(v_ticket, v_printer, 'change', 'lines refunded');
+    continue when v_doc is null;
+    insert into public.print_jobs (business_id, venue_id, printer_id, order_id, ticket_id, kind, document, requested_by)
+    values (v_ticket.business_id, v_ticket.venue_id, v_printer.id, v_ticket.order_id, v_ticket.id, 'change',
+            v_doc || jsonb_build_object('items', jsonb_build_array(jsonb_build_object(
+              'quantity', new.refunded_quantity - old.refunded_quantity, 'name', v_line.name, 'variant', v_line.variant,
+              'modifiers', v_line.modifiers, 'notes', v_line.notes, 'station', v_line.station))),
+            auth.uid());
+  end loop;
+  return null;
+end
+$$;
+
 /** A void is final: later order moves do not bring a cancelled ticket back to the kitchen. */
 create function app.tg_kitchen_tickets_void_final() returns trigger
 language plpgsql
@@ -342,6 +396,8 @@ create trigger printers_touch before update on public.printers
   for each row execute function app.tg_touch_updated_at();
 create trigger kitchen_tickets_print after insert or update of status on public.kitchen_tickets
   for each row execute function app.tg_kitchen_tickets_print();
+create trigger order_items_changed_print after update of refunded_quantity on public.order_items
+  for each row when (new.refunded_quantity > old.refunded_quantity) execute function app.tg_order_items_changed_print();
 create trigger kitchen_tickets_void_final before update of status on public.kitchen_tickets
   for each row execute function app.tg_kitchen_tickets_void_final();
 
@@ -375,6 +431,7 @@ grant insert (station), update (station) on public.products to authenticated;
 -- triggers fire without EXECUTE: no API role calls the trigger definers (as 0102)
 revoke all on function app.tg_print_jobs_history() from public, anon, authenticated, service_role;
 revoke all on function app.tg_kitchen_tickets_print() from public, anon, authenticated, service_role;
+revoke all on function app.tg_order_items_changed_print() from public, anon, authenticated, service_role;
 
 -- section realtime
 alter publication supabase_realtime add table public.print_jobs, public.printers;

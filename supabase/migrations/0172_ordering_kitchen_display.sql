@@ -30,6 +30,7 @@ alter table public.kitchen_ticket_stations enable row level security;
 -- section indexes
 create index kitchen_ticket_stations_open_idx on public.kitchen_ticket_stations (business_id, venue_id, station, created_at)
   where bumped_at is null;
+create index kitchen_ticket_stations_order_idx on public.kitchen_ticket_stations (business_id, order_id);
 create index kitchen_ticket_stations_bumped_idx on public.kitchen_ticket_stations (business_id, venue_id, bumped_at)
   where bumped_at is not null;
 
@@ -56,6 +57,29 @@ end
 $$;
 revoke all on function app.tg_kitchen_tickets_stations() from public, anon, authenticated, service_role;
 
+/** Lines taken off the order (a line refund) leave the stations' screens; a part left empty goes. */
+create function app.tg_order_items_changed_board() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+begin
+  with live as (
+    select l.station, jsonb_agg(jsonb_build_object('quantity', l.live_quantity, 'name', l.name, 'variant', l.variant,
+                                                   'modifiers', l.modifiers, 'notes', l.notes) order by l.line_number) as items
+    from app.ticket_lines(new.business_id, new.order_id) l where l.live_quantity > 0 group by l.station)
+  update public.kitchen_ticket_stations s set items = live.items
+  from live where s.business_id = new.business_id and s.order_id = new.order_id and s.station = live.station
+    and s.items is distinct from live.items;
+  delete from public.kitchen_ticket_stations s
+  where s.business_id = new.business_id and s.order_id = new.order_id
+    and not exists (select 1 from app.ticket_lines(new.business_id, new.order_id) l where l.station = s.station and l.live_quantity > 0);
+  return null;
+end
+$$;
+revoke all on function app.tg_order_items_changed_board() from public, anon, authenticated, service_role;
+
+create trigger order_items_changed_board after update of refunded_quantity on public.order_items
+  for each row when (new.refunded_quantity > old.refunded_quantity) execute function app.tg_order_items_changed_board();
 create trigger kitchen_tickets_stations after insert on public.kitchen_tickets
   for each row execute function app.tg_kitchen_tickets_stations();
 create trigger kitchen_ticket_stations_touch before update on public.kitchen_ticket_stations
@@ -78,8 +102,9 @@ alter publication supabase_realtime add table public.kitchen_ticket_stations;
 
 /** What a kitchen screen shows for a venue (RLS: the caller's venues): per station, the open tickets
     (not bumped there, ticket neither done nor void) oldest first, each with its items, allergens,
-    notes, age, prep-time target, due time and late flag; and the parts bumped in the last
-    p_recent_minutes, for recall. A venue the caller does not staff shows no tickets. */
+    notes, age, prep-time target, due time and late flag; the venue's printers (online when they polled
+    in the last 30 seconds: CloudPRNT's 2 × 5 s poll + 5 s, doubled) with the jobs waiting for them; and
+    the parts bumped in the last recent_minutes, for recall. A venue the caller does not staff shows nothing. */
 create function public.kitchen_board(venue_id uuid, recent_minutes integer default 15) returns jsonb
 language sql stable
 set search_path = ''
@@ -111,6 +136,13 @@ as $$
                  order by o.placed_at, o.order_number) as tickets
         from open o group by o.station
       ) st), '[]'::jsonb),
+    'printers', coalesce((
+      select jsonb_agg(jsonb_build_object('printer_id', p.id, 'name', p.name, 'protocol', p.protocol, 'last_seen_at', p.last_seen_at,
+                                          'last_status', p.last_status, 'online', coalesce(p.last_seen_at > now() - interval '30 seconds', false),
+                                          'waiting_jobs', (select count(*) from public.print_jobs j where j.printer_id = p.id
+                                                             and j.business_id = p.business_id and j.status in ('queued', 'sent')))
+                       order by p.name)
+      from public.printers p where p.venue_id = kitchen_board.venue_id and p.is_active), '[]'::jsonb),
     'recently_bumped', coalesce((
       select jsonb_agg(jsonb_build_object('ticket_id', p.ticket_id, 'station', p.station, 'order_number', p.order_number,
                                           'bumped_at', p.bumped_at) order by p.bumped_at desc)

@@ -86,7 +86,17 @@ def test_the_board_per_station_with_ages_targets_bump_and_recall(api: Api, conn:
     rival = factory.tenant("Rival", {"ordering": True}).claims("owner")
     assert board(api, rival, menu.venue_id)["stations"] == []
     assert sqlstate(lambda: board(api, Claims.anon(), menu.venue_id)) == "42501"
-    assert len(by_station(board(api, menu.tenant.claims("owner"), menu.venue_id))["bar"]) == 1
+    owner_board = board(api, menu.tenant.claims("owner"), menu.venue_id)
+    assert len(by_station(owner_board)["bar"]) == 1 and owner_board["printers"] == []
+    # refunding the croissants takes them off the pastry screen
+    third = by_station(owner_board)["bar"][0]["order_id"]
+    assert [t["order_id"] for t in by_station(owner_board)["pastry"]] == [third]
+    croissant = conn.execute("select id from public.order_items where order_id = %s and name = 'Croissant'", (third,)).fetchone()["id"]  # type: ignore[index]
+    refund = api.run(menu.tenant.claims("manager"), "select public.request_refund(%s, null, %s) as r",
+                     (third, json.dumps({str(croissant): 2})))[0]["r"]
+    conn.execute("select app.record_refund(%s, %s, %s, 're_board', 'succeeded', %s, null)", (b, third, refund["refund_id"], refund["amount_cents"]))
+    assert third not in [t["order_id"] for t in by_station(board(api, staff, menu.venue_id)).get("pastry", [])]
+    assert [t["order_id"] for t in by_station(board(api, staff, menu.venue_id))["bar"]] == [third]
 
     # what a kitchen screen subscribes to
     published = {r["tablename"] for r in conn.execute(

@@ -149,6 +149,16 @@ def test_an_offline_printer_prints_its_backlog_in_order_once_then_reprints_and_v
                         (menu.tenant.users["staff"],)).fetchone() == {"n": 2}
     assert conn.execute("select action from public.audit_log where action = 'ticket.reprinted'").fetchall() == [{"action": "ticket.reprinted"}]
 
+    # a line taken off a printed ticket (a line refund) prints a change slip with what to stop making
+    changed = backlog[2]["order_id"]
+    croissant = conn.execute("select id from public.order_items where order_id = %s and name = 'Croissant'", (changed,)).fetchone()["id"]  # type: ignore[index]
+    refund = api.run(manager, "select public.request_refund(%s, null, %s) as r", (changed, json.dumps({str(croissant): 1})))[0]["r"]
+    conn.execute("select app.record_refund(%s, %s, %s, 're_change', 'succeeded', %s, null)",
+                 (menu.tenant.business_id, changed, refund["refund_id"], refund["amount_cents"]))
+    [change] = star.drain()
+    assert change.inverted[0] == "*** CHANGED ***" and "REMOVE 1 x Croissant" in change.text and "Latte" not in change.text
+    assert order_numbers([change]) == [backlog[2]["order_number"]] and len(epson.drain()) == 1
+
     # cancelling a printed order prints a void slip on the printers that printed it, once
     api.run(staff, "select public.set_order_status(%s, 'cancelled', 'kitchen out of oat milk')", (backlog[0]["order_id"],))
     [void] = star.drain()
