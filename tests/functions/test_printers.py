@@ -92,6 +92,11 @@ def test_a_paid_order_prints_once_on_each_stations_printer(api: Api, conn: Conn,
     assert conn.execute("select last_status, device_address from public.printers where name = 'Bar'").fetchone() == \
         {"last_status": "200 OK", "device_address": bar.mac}
 
+    conn.execute("update public.printers set last_seen_at = now() - interval '1 hour' where name = 'Front'")
+    screen = {p["name"]: (p["online"], p["waiting_jobs"]) for p in api.run(
+        menu.tenant.claims("staff"), "select public.kitchen_board(%s) -> 'printers' as p", (menu.venue_id,))[0]["p"]}
+    assert screen == {"Bar": (True, 0), "Pastry": (True, 0), "Front": (False, 0)}, "the kitchen sees which printer is offline"
+
     # bad device tokens get 401 and nothing else; another venue's printer sees none of this venue's jobs
     for method, url in (("POST", bar.url + "x"), ("GET", bar.url + "x"), ("DELETE", bar.url + "x"),
                         ("POST", f"{functions_server.url}/functions/v1/cloudprnt")):
