@@ -160,18 +160,16 @@ async def epson_sdp(token: str, request: Request, pool: Annotated[AsyncConnectio
             return Response(b"", media_type="text/xml")
         log.info("print job fetched", extra={"action": "print_job_fetched", "job_id": job["job_id"], "protocol": "epson_sdp"})
         return Response(printing.epson_print_request([(job["job_id"], job["document"])]), media_type="text/xml; charset=utf-8")
+    # authenticate before reading anything else the device sent
+    await _call(pool, "printer_poll", {"token": token, "status": None, "address": form.get("ID", "")[:64] or None})
     if kind == "SetResponse":
         try:
             results = printing.epson_responses(form.get("ResponseFile", ""))
         except Exception as exc:  # defusedxml and expat raise several types for hostile or broken XML
-            await _call(pool, "printer_poll", {"token": token, "status": None, "address": None})
             raise InvalidInput("ResponseFile is not a PrintResponseInfo document", hint="invalid_response_file") from exc
-        if not results:
-            await _call(pool, "printer_poll", {"token": token, "status": None, "address": None})
         for job_id, success, code in results:
             outcome = "printed" if success else "failed" if code in EPSON_DATA_ERRORS else "retry"
             await _call(pool, "printer_finish_job", {"token": token, "job_id": _job_id(job_id), "outcome": outcome,
                                                      "code": code or ("OK" if success else None)})
         return Response(b"", media_type="text/xml")
-    await _call(pool, "printer_poll", {"token": token, "status": None, "address": None})
     raise InvalidInput("ConnectionType is GetRequest or SetResponse", hint="invalid_connection_type")

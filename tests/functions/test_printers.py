@@ -106,6 +106,9 @@ def test_a_paid_order_prints_once_on_each_stations_printer(api: Api, conn: Conn,
     assert r.status_code == 401 and "Croissant" not in r.text
     r = httpx.post(pastry.url, data={"ConnectionType": "Bogus"})
     assert r.status_code == 400
+    bomb = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><PrintResponseInfo>&b;</PrintResponseInfo>'
+    r = httpx.post(pastry.url, data={"ConnectionType": "SetResponse", "ResponseFile": bomb})
+    assert r.status_code == 400 and r.json()["error"] == "invalid_response_file", "entity declarations are refused (defusedxml)"
     rival = factory.tenant("Rival Cafe", {"ordering": True})
     rival_menu = build_menu(conn, rival, loyalty=False)
     other = register(api, rival.claims("owner"), rival_menu.venue_id, "Rival", "star_cloudprnt", [])
