@@ -102,6 +102,9 @@ def test_a_paid_order_prints_once_on_each_stations_printer(api: Api, conn: Conn,
                         ("POST", f"{functions_server.url}/functions/v1/cloudprnt")):
         r = httpx.request(method, url, json={"statusCode": "200%20OK"} if method == "POST" else None)
         assert r.status_code == 401 and "Latte" not in r.text, (method, url, r.status_code)
+    basic = httpx.post(f"{functions_server.url}/functions/v1/cloudprnt", auth=("star", star["device_token"]),
+                       json={"statusCode": "200%20OK", "printerMAC": bar.mac})
+    assert basic.status_code == 200 and basic.json() == {"jobReady": False}, "the token as the HTTP Basic password works too"
     r = httpx.post(pastry.url + "x", data={"ConnectionType": "GetRequest", "ID": "x"})
     assert r.status_code == 401 and "Croissant" not in r.text
     r = httpx.post(pastry.url, data={"ConnectionType": "Bogus"})
