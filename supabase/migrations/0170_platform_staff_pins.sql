@@ -38,11 +38,12 @@ create table app.reauth_grants (
   expires_at timestamptz not null,
   created_at timestamptz not null default now(),
   constraint reauth_grants_pkey primary key (business_id, id),
-  constraint reauth_grants_token_key unique (token_hash)
+  constraint reauth_grants_token_key unique (business_id, token_hash)
 );
 
 -- section indexes
 create index reauth_grants_user_idx on app.reauth_grants (business_id, user_id, expires_at);
+create index reauth_grants_token_idx on app.reauth_grants (token_hash);
 
 -- section private helpers
 

@@ -33,7 +33,7 @@ create table public.printers (
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
   constraint printers_pkey primary key (business_id, id),
-  constraint printers_device_token_key unique (device_token_hash),
+  constraint printers_device_token_key unique (business_id, device_token_hash),
   constraint printers_venue_fkey foreign key (business_id, venue_id) references public.venues (business_id, id) on delete cascade
 );
 alter table public.printers enable row level security;
@@ -87,6 +87,8 @@ alter table public.print_job_events enable row level security;
 
 -- section indexes
 create index printers_venue_idx on public.printers (business_id, venue_id);
+-- a printer does not know its business: its token (24 random bytes) is looked up across them
+create index printers_device_token_idx on public.printers (device_token_hash);
 create index print_jobs_pending_idx on public.print_jobs (printer_id, seq) where status in ('queued', 'sent');
 create index print_jobs_venue_idx on public.print_jobs (business_id, venue_id, created_at desc);
 create index print_jobs_ticket_idx on public.print_jobs (business_id, ticket_id);
