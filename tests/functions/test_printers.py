@@ -49,6 +49,8 @@ def test_a_paid_order_prints_once_on_each_stations_printer(api: Api, conn: Conn,
     star = register(api, manager, menu.venue_id, "Bar", "star_cloudprnt", ["bar"])
     epson = register(api, manager, menu.venue_id, "Pastry", "epson_sdp", ["pastry"], width=58)
     receipt = register(api, manager, menu.venue_id, "Front", "star_cloudprnt", [], kind="receipt")
+    coffee = conn.execute("select category_id from public.products where id = %s", (menu.products["latte"],)).fetchone()["category_id"]  # type: ignore[index]
+    api.run(manager, "select public.register_printer(%s, 'Coffee', 'kitchen', 'epson_sdp', '{}', %s)", (menu.venue_id, [coffee]))
     assert conn.execute("select count(*) as n from public.printers where device_token_hash = %s", (star["device_token"],)).fetchone() == \
         {"n": 0}, "only the token's hash is kept"
     conn.execute("insert into public.customers (business_id, full_name, phone, allergens) values (%s, 'Ada Guest', '+12125550199', "
@@ -58,7 +60,11 @@ def test_a_paid_order_prints_once_on_each_stations_printer(api: Api, conn: Conn,
     # queued by the paying transaction itself, before any printer has polled
     assert jobs(conn, order["order_id"]) == [{"kind": "ticket", "status": "queued", "printer": "Bar"},
                                              {"kind": "ticket", "status": "queued", "printer": "Pastry"},
-                                             {"kind": "receipt", "status": "queued", "printer": "Front"}]
+                                             {"kind": "receipt", "status": "queued", "printer": "Front"},
+                                             {"kind": "ticket", "status": "queued", "printer": "Coffee"}]
+    by_category = conn.execute("select document -> 'items' as items from public.print_jobs j join public.printers p on p.id = j.printer_id "
+                               "where p.name = 'Coffee'").fetchone()["items"]  # type: ignore[index]
+    assert [i["name"] for i in by_category] == ["Latte"], "a printer can take menu categories instead of stations"
 
     bar = CloudPrntPrinter(functions_server.url, star["device_token"], new_mac())
     [bar_slip] = bar.drain()
@@ -82,7 +88,7 @@ def test_a_paid_order_prints_once_on_each_stations_printer(api: Api, conn: Conn,
     # printed once: polling again finds nothing, and a duplicate confirmation changes nothing
     assert bar.poll() == {"jobReady": False} and pastry.cycle() is None
     assert httpx.delete(bar.url, params={"code": "OK", "mac": bar.mac}).status_code == 200
-    assert [j["status"] for j in jobs(conn, order["order_id"])] == ["printed"] * 3
+    assert [j["status"] for j in jobs(conn, order["order_id"])] == ["printed"] * 3 + ["queued"]
     history = conn.execute("select e.from_status, e.to_status, e.code from public.print_job_events e join public.print_jobs j "
                            "on j.business_id = e.business_id and j.id = e.job_id join public.printers p on p.id = j.printer_id "
                            "where p.name = 'Bar' order by e.id").fetchall()
@@ -95,7 +101,8 @@ def test_a_paid_order_prints_once_on_each_stations_printer(api: Api, conn: Conn,
     conn.execute("update public.printers set last_seen_at = now() - interval '1 hour' where name = 'Front'")
     screen = {p["name"]: (p["online"], p["waiting_jobs"]) for p in api.run(
         menu.tenant.claims("staff"), "select public.kitchen_board(%s) -> 'printers' as p", (menu.venue_id,))[0]["p"]}
-    assert screen == {"Bar": (True, 0), "Pastry": (True, 0), "Front": (False, 0)}, "the kitchen sees which printer is offline"
+    assert screen == {"Bar": (True, 0), "Pastry": (True, 0), "Front": (False, 0), "Coffee": (False, 1)}, \
+        "the kitchen sees which printer is offline, and what waits for it"
 
     # bad device tokens get 401 and nothing else; another venue's printer sees none of this venue's jobs
     for method, url in (("POST", bar.url + "x"), ("GET", bar.url + "x"), ("DELETE", bar.url + "x"),
