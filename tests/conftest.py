@@ -37,6 +37,28 @@ TEMPLATE_DB = "brigade_template"
 pytest_plugins = ["tests.ordering_fixtures"]
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """tmp_path on the memory file system too (fast_scratch): the tests that start `brigade up`, workers or
+    a cluster of their own write it there. One directory per run, made by the controller (xdist gives each
+    worker a folder of it), removed at the end; an explicit --basetemp wins."""
+    if config.option.basetemp or hasattr(config, "workerinput"):
+        return
+    scratch = fast_scratch()
+    if scratch:
+        config.option.basetemp = tempfile.mkdtemp(prefix="brigade-pytest-", dir=scratch)
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    own = config.stash.get(_OWN_BASETEMP, None)
+    if own:
+        shutil.rmtree(own, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """With BRIGADE_TEST_NOW set, every test runs once per instant (see tests/clock.py)."""
     found = instants()
