@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     functions_host: str = "127.0.0.1"
     functions_port: int = 54321
     public_url: str = ""
+    health_timeout: float = 3.0
 
     jwt_secret: str = LOCAL_JWT_SECRET
 
