@@ -2,7 +2,7 @@
 
 The dataset is a two-venue business (Harbour, Hill) with eleven customers, their orders on days
 counted back from the venues' local today (day 0 orders fall between local midnight and now, older
-ones at local noon), a refund, stock, deliveries and campaigns. It is defined here as data, so the
+ones at local noon), a refund, stock, bookings, deliveries and campaigns. It is defined here as data, so the
 corpus's numbers can be checked by hand and the calendar periods (this week, this month) computed
 from the same definition for whatever day the test runs on.
 """
@@ -58,6 +58,10 @@ CAMPAIGNS = [("automation", "Winback 30", "sms", ["Donald Knuth", "Frances Allen
              ("automation", "Birthday treat", "email", ["Ada Lovelace", "Grace Hopper"], 0, []),
              ("campaign", "Spring menu", "email", ["Ada Lovelace", "Alan Turing", "Barbara Liskov", "John Backus"], 0,
               [("Alan Turing", 1)])]
+
+# (venue, days ago of the session, status, payment status, total, refunded): bookings of one activity per venue
+BOOKINGS = [(H, 0, "confirmed", "paid", 3000, 0), (H, 0, "checked_in", "paid", 2000, 0), (L, 0, "pending_payment", "unpaid", 1500, 0),
+            (H, 1, "completed", "partially_refunded", 2500, 500), (L, 10, "cancelled", "refunded", 1800, 1800)]
 
 
 def full_name(short: str) -> str:
@@ -187,6 +191,22 @@ def build(conn: psycopg.Connection[dict[str, Any]], factory: Factory) -> Dataset
                 "from (select (((now() at time zone %(tz)s)::date - %(days)s) + time '12:00') at time zone %(tz)s as at) t",
                 {"b": b, "v": venues[venue], "o": ds.orders[(full_name(who), idx)], "status": status, "provider": provider,
                  "ext": f"ask-{n}", "rating": rating, "minutes": minutes or 0, "days": days, "tz": tz})
+        activities = {venue: conn.execute("insert into public.activities (business_id, venue_id, name, duration_minutes, is_published) "
+                                          "values (%s, %s, %s, 60, true) returning id", (b, venues[venue], f"Class at {venue}")).fetchone()["id"]  # type: ignore[index]
+                      for venue in (H, L)}
+        for n, (venue, days, status, paid, total, refunded) in enumerate(BOOKINGS):
+            session = conn.execute(
+                "insert into public.activity_sessions (business_id, activity_id, venue_id, starts_at, ends_at, capacity) "
+                "select %(b)s, %(a)s, %(v)s, t.at, t.at + interval '1 hour', 10 from (select case when %(days)s = 0 "
+                "  then t0 + (now() - t0) / 2 else (((now() at time zone %(tz)s)::date - %(days)s) + time '12:00') at time zone %(tz)s end as at "
+                "  from (select ((now() at time zone %(tz)s)::date)::timestamp at time zone %(tz)s as t0) x) t returning id",
+                {"b": b, "a": activities[venue], "v": venues[venue], "days": days, "tz": tz}).fetchone()["id"]  # type: ignore[index]
+            conn.execute("insert into public.bookings (business_id, booking_number, venue_id, activity_id, session_id, status, payment_status, "
+                         "party, party_size, currency, subtotal_cents, total_cents, refunded_cents, hold_expires_at, confirmed_at, cancel_reason) "
+                         "values (%s, %s, %s, %s, %s, %s, %s, '{\"adult\": 2}', 2, 'USD', %s, %s, %s, now() + interval '10 minutes', "
+                         "case when %s <> 'unpaid' then now() end, case when %s = 'cancelled' then 'guest cancelled' end)",
+                         (b, f"BK-ASKBKG-{n:04d}", venues[venue], activities[venue], session, status, paid, total, total, refunded, paid,
+                          status))
         segment = conn.execute("select id from public.segments where business_id = %s limit 1", (b,)).fetchone()["id"]  # type: ignore[index]
         for kind, name, channel, sent, skipped, attributed in CAMPAIGNS:
             if kind == "automation":

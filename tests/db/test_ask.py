@@ -14,6 +14,7 @@ import httpx
 import psycopg
 import pytest
 
+from brigade import queries
 from brigade.ask.service import CANNOT, Answer, ask
 from brigade.ask.understand import LlmAsker, RuleAsker
 from brigade.db import open_pool
@@ -156,3 +157,8 @@ async def test_the_corpus_through_both_backends_and_the_model_cannot_misbehave(c
     with pytest.raises(psycopg.Error) as err:  # a period no tool knows is bad input, whoever calls the RPC
         conn.execute("select * from public.sales_summary(%s, 'next_year')", (ds.business_id,))
     assert err.value.sqlstate == "22023"
+    # the statement every tool call's transaction starts with stops any write, even a superuser's
+    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+        with conn.transaction():
+            conn.execute(queries.get("ask_read_only"))
+            conn.execute("delete from public.customers where business_id = %s", (ds.business_id,))
