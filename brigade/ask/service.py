@@ -95,6 +95,11 @@ def compose(plan: Plan, calls: list[CallResult], ctx: Context) -> tuple[str, boo
     return f"{CANNOT}{why} I can answer: " + "; ".join(can) + ".", True
 
 
+def named_customers(calls: list[CallResult]) -> list[uuid.UUID]:
+    """The customers an answer names (so erasing one reaches the log)."""
+    return sorted({r["customer_id"] for c in calls if c.status == "ok" for r in c.rows if r.get("customer_id")})
+
+
 async def load_context(pool: AsyncConnectionPool, claims: Claims, business_id: uuid.UUID) -> Context:
     """The caller as ask_context sees them; 403 for staff, drivers and strangers, 404 for no business."""
     async with wrap_exceptions(), transaction_as(pool, claims) as conn:
@@ -123,6 +128,6 @@ async def ask(pool: AsyncConnectionPool, claims: Claims, business_id: uuid.UUID,
             row = await (await conn.execute(queries.get("ask_log_question"), {
                 "business_id": business_id, "asked_by": claims.user_id, "question": question, "backend": backend,
                 "tool_calls": Jsonb(jsonable([c.for_log() for c in runner.calls])), "answer": text, "refused": refused,
-                "duration_ms": answer.duration_ms})).fetchone()
+                "customer_ids": named_customers(runner.calls), "duration_ms": answer.duration_ms})).fetchone()
         answer.question_id = row["id"] if row else None
     return answer

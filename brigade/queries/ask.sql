@@ -59,6 +59,7 @@ select * from public.campaign_results(%(business_id)s, %(n)s)
 
 -- ask_log_question --
 -- Records a question, its tool calls and its answer (the service role writes the log).
-insert into public.admin_questions (business_id, asked_by, question, backend, tool_calls, answer, refused, duration_ms)
-values (%(business_id)s, %(asked_by)s, %(question)s, %(backend)s, %(tool_calls)s, %(answer)s, %(refused)s, %(duration_ms)s)
+insert into public.admin_questions (business_id, asked_by, question, backend, tool_calls, answer, refused, customer_ids, duration_ms)
+values (%(business_id)s, %(asked_by)s, %(question)s, %(backend)s, %(tool_calls)s, %(answer)s, %(refused)s, %(customer_ids)s,
+        %(duration_ms)s)
 returning id

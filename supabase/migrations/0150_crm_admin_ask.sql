@@ -6,7 +6,8 @@
 -- section tables
 
 /** One question asked of the conversational admin: who asked, which backend understood it, the tool
-    calls made (name, arguments, outcome, row count) and the answer given. Written by the ask function
+    calls made (name, arguments, outcome, row count) and the answer given, with the customers the answer
+    names (customer_ids), so erasing a customer erases their name here too. Written by the ask function
     (service role) only; owners read their business's questions, a manager reads the ones they asked. */
 create table public.admin_questions (
   business_id uuid not null references public.businesses (id) on delete cascade,
@@ -17,6 +18,7 @@ create table public.admin_questions (
   tool_calls jsonb not null default '[]'::jsonb constraint admin_questions_tool_calls_array check (jsonb_typeof(tool_calls) = 'array'),
   answer text not null,
   refused boolean not null default false,
+  customer_ids uuid[] not null default '{}',
   duration_ms integer constraint admin_questions_duration_nonnegative check (duration_ms >= 0),
   created_at timestamptz not null default now(),
   constraint admin_questions_pkey primary key (business_id, id)
@@ -27,6 +29,7 @@ alter table public.admin_questions enable row level security;
 
 create index admin_questions_business_created_idx on public.admin_questions (business_id, created_at desc);
 create index admin_questions_asked_by_idx on public.admin_questions (business_id, asked_by);
+create index admin_questions_customers_idx on public.admin_questions using gin (customer_ids);
 create index stock_items_business_venue_idx on public.stock_items (business_id, venue_id);
 
 -- section private helpers
@@ -69,10 +72,45 @@ $$;
 revoke all on function app.period_bounds(text, text) from public;
 grant execute on function app.period_bounds(text, text) to authenticated, service_role;
 
+/** Append-only, except while a customer the answer names is being erased (app.anonymise_customer sets
+    brigade.anonymising): then only the answer text may change. */
+create function app.tg_admin_questions_append_only() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if tg_op = 'UPDATE' and nullif(current_setting('brigade.anonymising', true), '')::uuid = any (old.customer_ids)
+     and (to_jsonb(new) - 'answer') = (to_jsonb(old) - 'answer') then
+    return new;
+  end if;
+  perform app.fail('BR006', 'append_only', format('%s is append-only: %s is not allowed', tg_table_name, lower(tg_op)));
+  return null;
+end
+$$;
+revoke all on function app.tg_admin_questions_append_only() from public;
+
+/** When a customer is erased, their name leaves every logged answer that named them. */
+create function app.tg_customers_erase_from_admin_questions() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+begin
+  if coalesce(old.full_name, '') <> '' then
+    update public.admin_questions q set answer = replace(q.answer, old.full_name, 'an erased customer')
+    where q.business_id = new.business_id and q.customer_ids @> array[new.id];
+  end if;
+  return null;
+end
+$$;
+revoke all on function app.tg_customers_erase_from_admin_questions() from public;
+
 -- section triggers
 
 create trigger admin_questions_append_only before update or delete on public.admin_questions
-  for each row execute function app.tg_append_only();
+  for each row execute function app.tg_admin_questions_append_only();
+create trigger customers_erase_from_admin_questions after update of anonymised_at on public.customers
+  for each row when (old.anonymised_at is null and new.anonymised_at is not null)
+  execute function app.tg_customers_erase_from_admin_questions();
 
 -- section policies
 

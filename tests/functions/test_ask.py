@@ -4,6 +4,7 @@ input is a 4xx that logs nothing; the log is the owner's to read and nobody's to
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -94,3 +95,13 @@ def test_answers_follow_rls_and_the_log_is_the_owners(conn: Conn, factory: Facto
     assert sqlstate(lambda: api.run(ds.tenant.claims("owner"), "update public.admin_questions set answer = 'x'")) == "42501"
     assert sqlstate(lambda: api.run(Claims.service(), "update public.admin_questions set answer = 'x'")) == "BR006"
     assert sqlstate(lambda: api.run(Claims.service(), "delete from public.admin_questions")) == "BR006"
+    # erasing a customer erases their name from the answers that named them, and nothing else changes
+    torvalds = ds.customers["Linus Torvalds"]
+    logged = conn.execute("select id, answer, tool_calls from public.admin_questions where business_id = %s and customer_ids @> array[%s]",
+                          (ds.business_id, torvalds)).fetchall()
+    assert len(logged) == 1 and "Linus Torvalds" in logged[0]["answer"]
+    conn.execute("select app.anonymise_customer(%s, %s)", (ds.business_id, torvalds))
+    after = conn.execute("select answer, tool_calls from public.admin_questions where id = %s", (logged[0]["id"],)).fetchone()
+    assert after is not None and "Linus Torvalds" not in after["answer"] and "an erased customer, 213.00 USD" in after["answer"]
+    assert after["tool_calls"] == logged[0]["tool_calls"] and "Barbara Liskov" in after["answer"]
+    assert "Torvalds" not in json.dumps(api.run(ds.tenant.claims("owner"), "select * from public.admin_questions"), default=str)
