@@ -22,6 +22,7 @@ from brigade.errors import from_psycopg, wrap_exceptions
 
 CANNOT = "I can't answer that from Brigade's data."
 TOOL_TIMEOUT = "8s"  # the authenticated role's statement timeout on Supabase
+RESPONSE_ROWS = 1000  # rows of one tool call in the HTTP answer (row_count says how many there are)
 
 
 @dataclass
@@ -38,7 +39,8 @@ class Answer:
         return jsonable({"question_id": self.question_id, "question": self.question, "answer": self.answer,
                          "backend": self.backend, "refused": self.refused,
                          "tool_calls": [{"tool": c.tool, "arguments": c.arguments, "status": c.status, "reason": c.reason,
-                                         "message": c.message, "rows": c.rows} for c in self.calls]})
+                                         "message": c.message, "rows": c.rows[:RESPONSE_ROWS], "row_count": len(c.rows)}
+                                        for c in self.calls]})
 
 
 class ToolRunner:

@@ -67,8 +67,12 @@ def money(cents: int | None, currency: str) -> str:
     return f"{(cents or 0) / 100:,.2f} {currency}"
 
 
+LISTED = 20  # an answer names at most this many rows; the rest are counted
+
+
 def _names(rows: list[dict[str, Any]], fmt: Callable[[dict[str, Any]], str]) -> str:
-    return "; ".join(f"{i}. {fmt(r)}" for i, r in enumerate(rows, 1))
+    text = "; ".join(f"{i}. {fmt(r)}" for i, r in enumerate(rows[:LISTED], 1))
+    return text + (f"; and {len(rows) - LISTED} more" if len(rows) > LISTED else "")
 
 
 @dataclass(frozen=True)
@@ -206,9 +210,9 @@ def _qty(value: Any) -> str:
 def _stock(rows: list[dict[str, Any]], args: dict[str, Any], ctx: Context) -> str:
     if not rows:
         return f"No stock is low{_at(args, ctx)}."
-    return f"{len(rows)} stock items at risk{_at(args, ctx)}: " + "; ".join(
-        f"{r['name']} at {r['venue_name']}: {_qty(r['quantity'])} {r['unit']} left ({r['status']}, critical level "
-        f"{_qty(r['critical_level'])})" for r in rows)
+    return f"{len(rows)} stock items at risk{_at(args, ctx)}: " + _names(
+        rows, lambda r: f"{r['name']} at {r['venue_name']}: {_qty(r['quantity'])} {r['unit']} left ({r['status']}, critical level "
+                        f"{_qty(r['critical_level'])})")
 
 
 def _bookings(rows: list[dict[str, Any]], args: dict[str, Any], ctx: Context) -> str:

@@ -23,6 +23,7 @@ from brigade.ask.tools import Context
 from brigade.settings import Settings
 
 log = logging.getLogger("brigade.ask")
+MODEL_ROWS = 50  # rows of one tool result sent to the model (it is told how many there are in all)
 
 
 @dataclass
@@ -38,9 +39,11 @@ class CallResult:
     text: str = ""
 
     def for_model(self) -> dict[str, Any]:
-        """What the model is shown of the call: the rows, or why it was not run."""
+        """What the model is shown of the call: the rows (the first MODEL_ROWS, and how many there are), or why
+        it was not run."""
         if self.status == "ok":
-            return {"rows": self.rows}
+            shown = {"rows": self.rows[:MODEL_ROWS], "row_count": len(self.rows)}
+            return shown | ({"truncated": True} if len(self.rows) > MODEL_ROWS else {})
         return {"refused" if self.status == "refused" else "error": self.reason, "message": self.message}
 
     def for_log(self) -> dict[str, Any]:

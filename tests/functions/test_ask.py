@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from brigade import auth
 from brigade.auth import Claims
@@ -20,6 +21,7 @@ from tests.conftest import Api, Factory, ServerThread, sqlstate
 Conn = psycopg.Connection[dict[str, Any]]
 
 
+@pytest.mark.clock
 def test_answers_follow_rls_and_the_log_is_the_owners(conn: Conn, factory: Factory, api: Api, settings: Settings,
                                                       functions_server: ServerThread) -> None:
     ds = build(conn, factory)

@@ -54,3 +54,17 @@ def test_rules_refuse(question: str, reason: str) -> None:
 def test_capabilities_follow_the_modules() -> None:
     can = capabilities(CTX)
     assert "your top customers by spend or by visits" in can and "how your campaigns and automations performed" not in can
+
+
+def test_long_results_are_counted_not_all_listed() -> None:
+    from datetime import datetime, timezone
+
+    from brigade.ask.understand import CallResult
+
+    rows = [{"customer_id": uuid.uuid4(), "full_name": f"Guest {i}", "last_order_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+             "days_since": 300, "total_orders": 1} for i in range(60)]
+    text = TOOLS["customers_not_seen"].render(rows, {"days": 60, "venue_id": None}, CTX)
+    assert text.startswith("60 customers have not ordered in 60 days: 1. Guest 0,") and "20. Guest 19," in text
+    assert "Guest 20," not in text and text.endswith("; and 40 more")
+    shown = CallResult("customers_not_seen", {"days": 60}, "ok", rows=rows).for_model()
+    assert len(shown["rows"]) == 50 and shown["row_count"] == 60 and shown["truncated"] is True
