@@ -22,6 +22,7 @@ from brigade.errors import from_psycopg, wrap_exceptions
 
 CANNOT = "I can't answer that from Brigade's data."
 TOOL_TIMEOUT = "8s"  # the authenticated role's statement timeout on Supabase
+MAX_CALLS = 8  # tool calls per question; a model asking for more is refused the rest
 RESPONSE_ROWS = 1000  # rows of one tool call in the HTTP answer (row_count says how many there are)
 
 
@@ -60,6 +61,8 @@ class ToolRunner:
     async def _run(self, name: str, raw: Any) -> CallResult:
         tool = TOOLS.get(name)
         shown = raw if isinstance(raw, dict) else {"raw": str(raw)}
+        if len(self.calls) >= MAX_CALLS:
+            return CallResult(name, shown, "refused", reason="too_many_calls", message=f"at most {MAX_CALLS} tool calls per question")
         if tool is None:
             return CallResult(name, shown, "refused", reason="unknown_tool",
                               message=f"{name} is not one of the tools; the assistant only reads Brigade's data")

@@ -68,3 +68,11 @@ def test_long_results_are_counted_not_all_listed() -> None:
     assert "Guest 20," not in text and text.endswith("; and 40 more")
     shown = CallResult("customers_not_seen", {"days": 60}, "ok", rows=rows).for_model()
     assert len(shown["rows"]) == 50 and shown["row_count"] == 60 and shown["truncated"] is True
+
+
+async def test_a_question_makes_at_most_eight_tool_calls() -> None:
+    from brigade.ask.service import MAX_CALLS, ToolRunner
+
+    runner = ToolRunner(None, None, CTX)  # type: ignore[arg-type]  # refused calls never reach the database
+    results = [await runner.run("drop_everything", {}) for _ in range(MAX_CALLS + 2)]
+    assert [r.reason for r in results] == ["unknown_tool"] * MAX_CALLS + ["too_many_calls"] * 2
