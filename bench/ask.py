@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    load = os.getloadavg()[0]
     with bench_cluster() as cluster, psycopg.connect(cluster.dsn, autocommit=True, row_factory=dict_row) as conn:
         ds = build(conn, Factory(conn))
         params = {"b": ds.business_id, "h": ds.venues["Harbour"], "l": ds.venues["Hill"], "n": args.customers}
@@ -111,7 +113,8 @@ def main() -> None:
         rows.append(f"| {label} | {p50:.2f} ms | {p99:.2f} ms | {p50 / rpc50:.1f}× |")
     plumbing = percentile(out["llm"], 50) - percentile(out["rules"], 50)
     body = (f"{args.customers:,} generated customers ({args.customers * 3:,} orders) on top of the corpus dataset, "
-            f"{len(out['rules']):,} answers per path (the 60 corpus questions × {args.rounds}), one caller at a time.\n\n"
+            f"{len(out['rules']):,} answers per path (the 60 corpus questions × {args.rounds}), one caller at a time; "
+            f"load average {load:.1f} when the run started (the ratios hold better than the milliseconds on a shared machine).\n\n"
             "| measure | p50 | p99 | p50 vs the tools alone |\n|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
             f"Plumbing cost of the LLM path (p50 difference, the model's own time excluded): {plumbing:.2f} ms per answer, "
             f"{percentile(out['llm'], 50) / percentile(out['rules'], 50):.2f}× the offline answer. "
