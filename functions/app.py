@@ -17,7 +17,7 @@ from brigade.db import open_pool
 from brigade.errors import BrigadeError
 from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
-from functions import (admin, checkout, consent, delivery_webhook, health, payouts, printers, refund, resend_webhook,
+from functions import (admin, ask, checkout, consent, delivery_webhook, health, payouts, printers, refund, resend_webhook,
                        stripe_webhook, twilio_sms, twilio_voice)
 
 log = logging.getLogger("brigade.functions")
@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
                                    "path": request.url.path, "status": response.status_code})
         return response
 
-    routers = (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
+    routers = (health.router, admin.router, ask.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
                twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router,
                printers.router)
     for router in (*routers, *(extra_routers or [])):
