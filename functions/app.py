@@ -17,8 +17,8 @@ from brigade.db import open_pool
 from brigade.errors import BrigadeError
 from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
-from functions import (admin, checkout, consent, delivery_webhook, health, payouts, refund, resend_webhook, stripe_webhook,
-                       twilio_sms, twilio_voice)
+from functions import (admin, checkout, consent, delivery_webhook, health, payouts, receipt, refund, resend_webhook,
+                       stripe_webhook, twilio_sms, twilio_voice)
 
 log = logging.getLogger("brigade.functions")
 PREFIX = "/functions/v1"
@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
         return response
 
     routers = (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
-               twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router)
+               twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router,
+               receipt.router)
     for router in (*routers, *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app
