@@ -17,7 +17,7 @@ from brigade.db import open_pool
 from brigade.errors import BrigadeError
 from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
-from functions import (admin, checkout, consent, delivery_webhook, health, payouts, receipt, refund, resend_webhook,
+from functions import (admin, checkout, consent, delivery_webhook, export, health, payouts, receipt, refund, resend_webhook,
                        stripe_webhook, twilio_sms, twilio_voice)
 
 log = logging.getLogger("brigade.functions")
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
 
     routers = (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
                twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router,
-               receipt.router)
+               receipt.router, export.router)
     for router in (*routers, *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from pypdf import PdfReader
 
 from brigade import auth
@@ -37,6 +38,7 @@ def receipt(outside: Outside, claims: Claims | None = None, **params: Any) -> ht
     return httpx.get(f"{outside.functions.url}/functions/v1/receipt", params=params, headers=headers, timeout=30)
 
 
+@pytest.mark.clock
 def test_receipt_of_an_order_with_modifiers_voucher_tip_and_a_partial_refund(
         api: Api, conn: psycopg.Connection[dict[str, Any]], factory: Factory, menu: Menu, outside: Outside) -> None:
     b = menu.tenant.business_id
@@ -118,3 +120,27 @@ def test_receipt_of_an_order_with_modifiers_voucher_tip_and_a_partial_refund(
     assert attachment["filename"].endswith(f"-{number}.pdf") and attachment["content_type"] == "application/pdf"
     mailed = pdf_text(base64.b64decode(attachment["content"]))
     assert "2 × Croissant 7,00 €" in mailed and f"Total {euros(order['total_cents'])}" in mailed
+
+    # the monthly financial report of the month the last payment fell in (the business's time zone)
+    zone = conn.execute("select time_zone from public.businesses where id = %s", (b,)).fetchone()["time_zone"]  # type: ignore[index]
+    month = conn.execute("select to_char(max(created_at) at time zone %s, 'YYYY-MM') as m from public.payments where business_id = %s",
+                         (zone, b)).fetchone()["m"]  # type: ignore[index]
+    figures = conn.execute(
+        "select count(distinct p.order_id) as orders, sum(p.amount_cents) as gross from public.payments p "
+        "where p.business_id = %s and to_char(p.created_at at time zone %s, 'YYYY-MM') = %s", (b, zone, month)).fetchone()
+    refunds = conn.execute("select coalesce(sum(amount_cents), 0) as r from public.refunds where business_id = %s and status = 'succeeded' "
+                           "and to_char(coalesce(applied_at, created_at) at time zone %s, 'YYYY-MM') = %s", (b, zone, month)).fetchone()["r"]  # type: ignore[index]
+    owner = {"authorization": f"Bearer {auth.sign(menu.tenant.claims('owner'), outside.settings.jwt_secret)}"}
+    report = httpx.get(f"{outside.functions.url}/functions/v1/report.pdf", params={"business_id": str(b), "month": month},
+                       headers=owner, timeout=30)
+    assert report.status_code == 200 and report.headers["content-type"] == "application/pdf", report.text
+    text = pdf_text(report.content)
+    for expected_text in (f"Orders paid {figures['orders']}", f"Gross revenue {euros(figures['gross'])}",  # type: ignore[index]
+                          f"Refunds −{euros(refunds)}", f"Net revenue {euros(figures['gross'] - refunds)}", "Top products"):  # type: ignore[index]
+        assert expected_text in text, (expected_text, text)
+    assert text.index("Croissant") > text.index("Top products")
+    for who, params, status in ((menu.tenant.claims("staff"), {"month": month}, 404), (other.claims("owner"), {"month": month}, 404),
+                                (menu.tenant.claims("owner"), {"month": "2026-13"}, 400)):
+        r = httpx.get(f"{outside.functions.url}/functions/v1/report.pdf", params={"business_id": str(b), **params},
+                      headers={"authorization": f"Bearer {auth.sign(who, outside.settings.jwt_secret)}"}, timeout=30)
+        assert r.status_code == status, (who, params, r.text)
