@@ -7,6 +7,8 @@
 alter table public.businesses
   add column locale text not null default 'en-US'
     constraint businesses_locale_format check (locale ~ '^[a-z]{2,3}(-[A-Z]{2})?$');
+-- owners set it like the currency and time zone ("owners update their business")
+grant update (locale) on public.businesses to authenticated;
 
 -- section indexes
 -- the card of a payment comes from Stripe's charge objects (charge.succeeded / charge.updated)
