@@ -333,6 +333,7 @@ AUTHENTICATED_CALLABLE = {
     # issue 14: exports leave out pending erasures and venue-limited members see their venues' customers;
     # the financial report checks owner/manager/operator inside
     "customer_erasure_pending(uuid,uuid)", "venue_limited(uuid)", "financial_report(uuid,date)",
+    "set_retention(uuid,text,integer)",  # owners (or the operator), within the policy's bounds
 }
 
 

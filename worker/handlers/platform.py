@@ -102,3 +102,10 @@ async def sync_stripe_billing(event: Event, ctx: Context) -> None:
     await ctx.conn.execute("select app.record_stripe_billing_sync(%s, %s, %s)", (event.business_id, Jsonb(diff), Jsonb(result)))
     ctx.log.info("stripe billing synced", extra={"action": "billing_synced", "business_id": str(event.business_id),
                                                   "added": len(diff["add"]), "deleted": len(diff["delete"])})
+
+
+@registry.scheduled("platform.retention", "40 4 * * *")
+async def retention(ctx: Context) -> None:
+    """Nightly (04:40 UTC): the retention policy (app.retention_policies) applied to every business."""
+    row = await (await ctx.conn.execute(queries.get("apply_retention"))).fetchone()
+    ctx.log.info("retention applied", extra={"action": "platform_retention", **(row["result"] if row else {})})
