@@ -130,6 +130,10 @@ class Settings(BaseSettings):
 
     log_format: str = "text"
 
+    # GET /functions/v1/metrics (Prometheus) answers only `Authorization: Bearer <metrics_token>`; empty: 404.
+    metrics_token: str = ""
+    metrics_flush_seconds: float = 5.0
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -334,6 +334,7 @@ AUTHENTICATED_CALLABLE = {
     # the financial report checks owner/manager/operator inside
     "customer_erasure_pending(uuid,uuid)", "venue_limited(uuid)", "financial_report(uuid,date)",
     "set_retention(uuid,text,integer)",  # owners (or the operator), within the policy's bounds
+    "metrics(uuid,timestamp with time zone,timestamp with time zone)",  # owners/managers, the operator for the platform
 }
 
 
