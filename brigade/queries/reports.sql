@@ -21,3 +21,15 @@ select app.worker_metrics() as stats
 -- metrics --
 -- The essential metrics of a business (or the platform) over a window.
 select public.get_metrics(%(business_id)s::uuid, %(from)s::timestamptz, %(to)s::timestamptz) as metrics
+
+-- evaluate_alerts --
+-- One evaluation of the alert rules: the notifications to send.
+select app.evaluate_alerts(now()) as alerts
+
+-- list_alerts --
+-- The operator's alerts (open only, or all).
+select app.list_alerts(%(open)s, %(limit)s) as alerts
+
+-- acknowledge_alert --
+-- The operator acknowledges an alert.
+select app.acknowledge_alert(%(id)s) as alert

@@ -335,6 +335,7 @@ AUTHENTICATED_CALLABLE = {
     "customer_erasure_pending(uuid,uuid)", "venue_limited(uuid)", "financial_report(uuid,date)",
     "set_retention(uuid,text,integer)",  # owners (or the operator), within the policy's bounds
     "metrics(uuid,timestamp with time zone,timestamp with time zone)",  # owners/managers, the operator for the platform
+    "list_alerts(boolean,integer)", "acknowledge_alert(bigint)",  # the operator only (checked inside)
 }
 
 
