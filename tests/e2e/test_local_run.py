@@ -94,6 +94,8 @@ def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> 
             assert demo.returncode == 0, demo.stdout + demo.stderr
             assert "first delivery: 200 paid" in demo.stdout and "Stripe retries it: 200 duplicate" in demo.stdout
             assert re.search(r"order #1 is completed", demo.stdout), demo.stdout
+            receipt = re.search(r"receipt PDF of order #1: (\S+\.pdf)", demo.stdout)
+            assert receipt and Path(receipt.group(1)).read_bytes().startswith(b"%PDF"), demo.stdout
             # the win-back: a lapsed regular texted through the log provider, her return credited to the rule
             assert re.search(r"Dana's phone shows: Hi Dana, we miss you at Downtown!", demo.stdout), demo.stdout
             revenue = re.search(r"'Win-back after 30 days': 1 sent, 1 orders, revenue recovered (\d+\.\d\d) USD", demo.stdout)
