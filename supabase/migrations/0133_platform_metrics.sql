@@ -202,6 +202,38 @@ group by 1, 2;
 revoke all on public.operator_function_stats from anon, authenticated;
 grant select on public.operator_function_stats to authenticated;
 
+/** Orders per business, venue and day (the business's time zone), for the merchant's dashboard: placed,
+    paid, cancelled, success rate, revenue and average order value. Row-level security applies (staff see
+    their venues, customers their own orders). */
+create view public.business_daily_orders with (security_invoker = true) as
+select o.business_id, o.venue_id, (o.placed_at at time zone b.time_zone)::date as day, count(*) as orders_placed,
+       count(*) filter (where o.payment_status <> 'unpaid' and o.payment_status <> 'failed') as orders_paid,
+       count(*) filter (where o.status = 'cancelled') as orders_cancelled,
+       app.ratio(count(*) filter (where o.payment_status not in ('unpaid', 'failed') and o.status <> 'cancelled'), count(*)) as success_rate,
+       coalesce(sum(o.total_cents - o.refunded_cents) filter (where o.payment_status <> 'unpaid' and o.payment_status <> 'failed'), 0)
+         as revenue_cents,
+       round(avg(o.total_cents) filter (where o.payment_status <> 'unpaid' and o.payment_status <> 'failed')) as average_order_value_cents
+from public.orders o
+join public.businesses b on b.id = o.business_id
+group by 1, 2, 3;
+revoke all on public.business_daily_orders from anon, authenticated;
+grant select on public.business_daily_orders to authenticated;
+
+/** Messages per business, channel and day: attempted, delivered (sent or delivered), failed, delivery
+    rate, for the merchant's dashboard (row-level security of notification_log applies). */
+create view public.business_daily_messages with (security_invoker = true) as
+select n.business_id, n.channel, (n.created_at at time zone b.time_zone)::date as day,
+       count(*) filter (where n.status in ('sent', 'delivered', 'failed')) as attempted,
+       count(*) filter (where n.status in ('sent', 'delivered')) as delivered,
+       count(*) filter (where n.status = 'failed') as failed,
+       app.ratio(count(*) filter (where n.status in ('sent', 'delivered')), count(*) filter (where n.status in ('sent', 'delivered', 'failed')))
+         as delivery_rate
+from public.notification_log n
+join public.businesses b on b.id = n.business_id
+group by 1, 2, 3;
+revoke all on public.business_daily_messages from anon, authenticated;
+grant select on public.business_daily_messages to authenticated;
+
 -- section rpc
 
 /** The essential metrics over a window (app.metrics): business_id null for the platform (operator). */

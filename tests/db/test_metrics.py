@@ -118,6 +118,19 @@ def test_each_metric_against_a_hand_made_month(api: Api, conn: psycopg.Connectio
                     {"function": "stripe-webhook", "requests": 10, "server_errors": None}]
     assert api.run(one.claims("owner"), "select count(*) as n from public.operator_function_stats") == [{"n": 0}]
 
+    # the dashboards' daily views, under the caller's row-level security
+    daily = api.run(one.claims("owner"), "select day, orders_placed, orders_paid, orders_cancelled, success_rate, revenue_cents, "
+                                         "average_order_value_cents from public.business_daily_orders where business_id = %s order by day",
+                    (one.business_id,))
+    assert [(d["orders_placed"], d["orders_paid"], d["orders_cancelled"], d["success_rate"], d["revenue_cents"],
+             d["average_order_value_cents"]) for d in daily] == [(1, 1, 0, 1, 9000, 9000), (4, 3, 1, 0.5, 3000, 2000)]
+    assert api.run(two.claims("owner"), "select count(*) as n from public.business_daily_orders where business_id = %s",
+                   (one.business_id,)) == [{"n": 0}]
+    messages = api.run(one.claims("owner"), "select channel, attempted, delivered, failed, delivery_rate from public.business_daily_messages "
+                                            "where business_id = %s order by channel", (one.business_id,))
+    assert messages == [{"channel": "email", "attempted": 2, "delivered": 1, "failed": 1, "delivery_rate": 0.5},
+                        {"channel": "sms", "attempted": 4, "delivered": 3, "failed": 1, "delivery_rate": 0.75}]
+
 
 def test_prometheus_exposition_behind_its_token(conn: psycopg.Connection[dict[str, Any]], settings: Settings) -> None:
     secured = settings.model_copy(update={"metrics_token": "scrape-me", "metrics_flush_seconds": 60.0})
