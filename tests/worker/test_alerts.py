@@ -103,3 +103,41 @@ async def test_the_worker_tells_the_operator_by_email_and_webhook(settings: Sett
         stranger = {"authorization": f"Bearer {auth.sign(Claims.user('00000000-0000-4000-8000-000000000001'), settings.jwt_secret)}"}
         assert httpx.get(f"{server.url}/functions/v1/admin/alerts", headers=stranger).status_code == 403
         assert httpx.get(f"{server.url}/functions/v1/admin/alerts?status=all", headers=me).json()["alerts"][0]["acknowledged_at"]
+
+
+def test_a_venue_payment_failure_spike_is_its_own_alert(conn: psycopg.Connection[dict[str, Any]], factory: Any) -> None:
+    import uuid
+
+    tenant = factory.tenant("Spiky", {"ordering": True})
+    b, (calm, spiky) = tenant.business_id, tenant.venues
+    conn.execute("set session_replication_role = replica")
+    orders: dict[Any, list[uuid.UUID]] = {calm: [], spiky: []}
+    for n, venue in enumerate([calm] * 6 + [spiky] * 6):
+        order = uuid.uuid4()
+        conn.execute("insert into public.orders (business_id, id, venue_id, order_number, channel, fulfilment, currency, subtotal_cents, "
+                     "total_cents, placed_at) values (%s, %s, %s, %s, 'web', 'pickup', 'USD', 500, 500, %s)", (b, order, venue, n + 1, at(0)))
+        orders[venue].append(order)
+    conn.execute("set session_replication_role = origin")
+
+    def fail(order: uuid.UUID, minute: float) -> None:
+        conn.execute("insert into public.stripe_events (id, type, payload, received_at) values (%s, 'payment_intent.payment_failed', %s, %s)",
+                     (f"evt_{uuid.uuid4().hex}", json.dumps({"data": {"object": {"metadata": {"order_id": str(order), "business_id": str(b)}}}}),
+                      at(minute)))
+
+    def pay(venue: Any, order: uuid.UUID, minute: float) -> None:
+        conn.execute("insert into public.payments (business_id, order_id, venue_id, payment_intent_id, amount_cents, currency, created_at) "
+                     "values (%s, %s, %s, %s, 500, 'USD', %s)", (b, order, venue, f"pi_{order.hex}", at(minute)))
+
+    for order in orders[calm][:5]:
+        pay(calm, order, 1)
+    fail(orders[calm][5], 1)            # calm: 1 failure in 6 attempts, under 30 %
+    for order in orders[spiky][:2]:
+        fail(order, 1)
+    pay(spiky, orders[spiky][2], 1)     # spiky: 2 of 3 attempts failed, but too few attempts to judge
+    spikes = lambda minute: [a for a in evaluate(conn, minute) if a[1] == "venue_payment_failures"]  # noqa: E731
+    assert spikes(2) == []
+    for order in orders[spiky][3:5]:
+        fail(order, 2)                  # 4 of 5 failed
+    assert spikes(3) == [("opened", "venue_payment_failures", f"{b}/{spiky}")]
+    assert spikes(61) == [], "still inside the 60-minute window"
+    assert spikes(63) == [("closed", "venue_payment_failures", f"{b}/{spiky}")]
