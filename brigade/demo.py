@@ -195,4 +195,14 @@ def run(settings: Settings) -> int:
                            "from public.orders o join public.order_profit p on p.order_id = o.id where o.id = %s", (order["order_id"],)).fetchone()
         print(f"order #{order['order_number']} is {final['status']}; profit: {json.dumps({k: float(v) for k, v in final.items() if k != 'status'})}")  # type: ignore[index, union-attr]
         win_back(settings, db)
+
+        step("The receipt (GET /functions/v1/receipt with the order's access token)")
+        r = httpx.get(f"{base}/receipt", params={"order_id": order["order_id"], "token": order["access_token"]}, timeout=30)
+        r.raise_for_status()
+        path = settings.data_dir / "receipts" / f"receipt-{order['order_number']}.pdf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(r.content)
+        print(f"the receipt emailed to the guest (HTML, with the PDF attached) is also at {base}/receipt?order_id={order['order_id']}"
+              f"&token={order['access_token']}&format=html")
+        print(f"receipt PDF of order #{order['order_number']}: {path.resolve()}")
     return 0

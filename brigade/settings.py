@@ -140,6 +140,14 @@ class Settings(BaseSettings):
 
     log_format: str = "text"
 
+    # GET /functions/v1/metrics (Prometheus) answers only `Authorization: Bearer <metrics_token>`; empty: 404.
+    metrics_token: str = ""
+    metrics_flush_seconds: float = 5.0
+    # Who the alert rules tell when a rule names nobody: emails (comma-separated) and a webhook URL
+    # (Slack's incoming webhook, or anything taking {"text": ...} as JSON).
+    alert_emails: str = ""
+    alert_webhook_url: str = ""
+
     @classmethod
     def settings_customise_sources(
         cls,

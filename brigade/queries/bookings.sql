@@ -10,7 +10,7 @@ where bk.business_id = %(business_id)s and bk.id = %(booking_id)s
 
 -- booking_pending_notifications --
 -- The still-pending notifications of a booking event, with what rendering them needs (locked: one sender).
-select n.id, n.channel, n.recipient, n.template, n.detail, bk.booking_number, bk.party, bk.party_size, bk.total_cents,
+select n.id, n.channel, n.recipient, n.template, n.detail, bk.id as booking_id, bk.booking_number, bk.party, bk.party_size, bk.total_cents,
        bk.refunded_cents, bk.currency, bk.guest_name, bk.status::text as status, a.name as activity_name,
        b.name as business_name, v.name as venue_name, v.phone as venue_phone, v.address as venue_address,
        to_char(s.starts_at at time zone v.time_zone, 'Dy DD Mon YYYY "at" HH24:MI') as starts_local, s.starts_at

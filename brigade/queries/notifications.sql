@@ -1,6 +1,6 @@
 -- pending_notifications --
 -- The still-pending notifications of an event, with what rendering them needs (locked: one sender).
-select n.id, n.channel, n.recipient, n.template, o.order_number, o.total_cents, o.currency, o.fulfilment,
+select n.id, n.channel, n.recipient, n.template, o.id as order_id, o.order_number, o.total_cents, o.currency, o.fulfilment,
        b.name as business_name, v.name as venue_name, v.phone as venue_phone,
        (select jsonb_agg(jsonb_build_object('name', i.name, 'variant', i.variant_name, 'quantity', i.quantity,
                                             'line_total_cents', i.line_total_cents) order by i.line_number)

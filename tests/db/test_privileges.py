@@ -53,7 +53,7 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                             cols("amount_off_cents expires_at is_active max_redemptions percent_off")),
     # insert: the operator only (policy); modules_json, slug, status: the operator only (businesses_guard)
     "businesses": (cols("created_at currency id modules_json name slug status time_zone updated_at"),
-                   cols("currency modules_json name slug status time_zone")),
+                   cols("currency locale modules_json name slug status time_zone")),
     "campaigns": (cols("body business_id channel name product_id scheduled_at segment_id subject"),
                   cols("body channel name product_id scheduled_at segment_id subject")),
     "customer_addresses": (cols("business_id city country customer_id delivery_instructions is_default label latitude line1 line2 "
@@ -312,6 +312,7 @@ ANON_CALLABLE = {
     "get_booking(uuid,uuid)", "get_menu(text,text)", "get_order(uuid,uuid)", "get_storefront(text)", "hold_booking(jsonb)",
     "module_enabled(uuid,text)", "place_order(jsonb)", "rate_delivery(uuid,uuid,integer)", "submit_review(uuid,uuid,jsonb)",
     "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)",
+    "receipt(text,uuid,uuid)",  # the token holder, the order's customer, venue staff, the platform; PT404 otherwise
 }
 # Callable by signed-in users only: each checks membership, ownership or the operator inside.
 AUTHENTICATED_CALLABLE = {
@@ -337,6 +338,12 @@ AUTHENTICATED_CALLABLE = {
     "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_dispatch_platform_fee(uuid,uuid,integer)",
     "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",
+    # issue 14: exports leave out pending erasures and venue-limited members see their venues' customers;
+    # the financial report checks owner/manager/operator inside
+    "customer_erasure_pending(uuid,uuid)", "venue_limited(uuid)", "financial_report(uuid,date)",
+    "set_retention(uuid,text,integer)",  # owners (or the operator), within the policy's bounds
+    "metrics(uuid,timestamp with time zone,timestamp with time zone)",  # owners/managers, the operator for the platform
+    "list_alerts(boolean,integer)", "acknowledge_alert(bigint)",  # the operator only (checked inside)
 }
 
 
