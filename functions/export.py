@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, AsyncIterator, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
@@ -23,7 +23,7 @@ from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import InvalidInput, NotFound, wrap_exceptions
 from brigade.receipts import report_pdf
-from functions.deps import caller, get_pool
+from functions.deps import caller, get_pool, reauth_proof
 
 router = APIRouter()
 
@@ -60,6 +60,7 @@ def platform(claims: Claims) -> bool:
 
 @router.get("/export")
 async def export(
+    request: Request,
     claims: Annotated[Claims, Depends(caller)],
     pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
     type: ExportType,
@@ -69,11 +70,13 @@ async def export(
 ) -> StreamingResponse:
     if business_id is None and not platform(claims):
         raise InvalidInput("business_id is required", hint="missing_business_id")
-    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+    async with wrap_exceptions(), transaction_as(pool, claims, reauth_proof(request)) as conn:
         if not platform(claims):
             row = await (await conn.execute(queries.get("export_access"), {"business_id": business_id})).fetchone()
             if not row or not row["member"]:
                 raise NotFound("no such business among yours", hint="not_found")
+            if type == "customers":  # exporting customers is a sensitive action (issue 15): a fresh PIN where required
+                await conn.execute(queries.get("export_reauth"), {"business_id": business_id})
         # a malformed from/to is PostgreSQL's 22007/22008, answered as a 400 before anything streams
         window = await (await conn.execute(queries.get("export_range"),
                                            {"business_id": business_id, "from": since, "to": until})).fetchone()

@@ -19,12 +19,9 @@ from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import wrap_exceptions
 from brigade.providers import ProviderError, Providers
-from functions.deps import caller, get_pool, get_providers
+from functions.deps import caller, get_pool, get_providers, reauth_proof
 
 router = APIRouter()
-
-# The PIN re-auth proof (app.require_fresh_pin) travels in these headers, as PostgREST passes them to SQL.
-REAUTH_HEADERS = ("x-brigade-reauth", "x-brigade-device")
 
 
 class RefundRequest(BaseModel):
@@ -53,8 +50,7 @@ async def refund(
     providers: Annotated[Providers, Depends(get_providers)],
 ) -> dict[str, Any]:
     lines = {str(k): v for k, v in body.lines.items()} if body.lines else None
-    proof = {h: request.headers[h] for h in REAUTH_HEADERS if h in request.headers}
-    async with wrap_exceptions(), transaction_as(pool, claims, proof) as conn:
+    async with wrap_exceptions(), transaction_as(pool, claims, reauth_proof(request)) as conn:
         row = await (await conn.execute(
             "select public.request_refund(%s, %s, %s, %s, %s) as r",
             (body.order_id, body.amount_cents, Jsonb(lines) if lines else None, body.reason, body.restock))).fetchone()

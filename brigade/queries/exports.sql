@@ -124,6 +124,10 @@ order by src.business_id, src.kind, src.name
 -- May the caller export this business's data: a member (owner, manager, staff), or the operator.
 select app.is_member(%(business_id)s::uuid, '{owner,manager,staff}') as member
 
+-- export_reauth --
+-- BR820/BR821 unless the member holds a fresh PIN grant, when the business requires one (app.require_fresh_pin).
+select app.require_fresh_pin(%(business_id)s::uuid, 'export_customers')
+
 -- financial_report --
 -- The monthly financial report of a business (app.financial_report: PT404 unless owner, manager or operator).
 select app.financial_report(%(business_id)s::uuid, %(month)s::date) as report
