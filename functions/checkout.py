@@ -21,7 +21,7 @@ from brigade.errors import NotFound, wrap_exceptions
 from brigade.providers import Providers, session_expiry
 from brigade.settings import Settings
 from brigade.stripe_events import booking_session_completed, session_completed
-from functions.deps import caller_or_anon, get_pool, get_providers, get_settings
+from functions.deps import caller_or_anon, enforce_rate_limits, get_pool, get_providers, get_settings, payable_business
 from functions.stripe_webhook import apply_event
 
 router = APIRouter()
@@ -88,6 +88,9 @@ async def checkout(
     providers: Annotated[Providers, Depends(get_providers)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> CheckoutResponse:
+    payable = body.order_id or body.booking_id
+    await enforce_rate_limits(pool, claims, "checkout", await payable_business(pool, body.order_id, body.booking_id),
+                              {"subject": str(payable)})
     if body.booking_id is not None:
         return await _booking_checkout(body, claims, pool, providers, settings)
     async with wrap_exceptions(), transaction_as(pool, claims) as conn:

@@ -1,0 +1,111 @@
+"""CORS for browser frontends: each business's storefront (https://<subdomain>.<storefront_domain> and its
+custom domain, as claimed in app.storefront_hostnames) may call the guest-facing functions; the configured
+dashboard origins may call those and the merchant and operator ones. Webhook endpoints get no CORS at all.
+An allowed origin is echoed (with Vary: Origin), never `*` with credentials: a `*` in the dashboard
+origins answers `*` and no Access-Control-Allow-Credentials."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from cachetools import TTLCache
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from brigade import queries
+from brigade.auth import Claims
+from brigade.db import transaction_as
+from brigade.settings import Settings
+
+log = logging.getLogger("brigade.functions")
+PREFIX = "/functions/v1/"
+# function name (first path segment) -> who may call it from a browser
+GUEST_FUNCTIONS = frozenset({"checkout", "verify-checkout-session", "consent", "health"})
+MERCHANT_FUNCTIONS = frozenset({"refund", "admin", "payouts.csv"})
+ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+ALLOW_HEADERS = "authorization, content-type, apikey, x-client-info, x-request-id"
+EXPOSE_HEADERS = "retry-after, x-request-id"
+
+
+def function_of(path: str) -> str | None:
+    """The function a path belongs to (`checkout` for /functions/v1/checkout/local/…)."""
+    if not path.startswith(PREFIX):
+        return None
+    return path[len(PREFIX):].split("/", 1)[0] or None
+
+
+class OriginPolicy:
+    """Decides which origins may call which functions; storefront look-ups cached for a minute."""
+
+    def __init__(self, settings: Settings, app: FastAPI) -> None:
+        self.app = app
+        self.dashboards = settings.dashboard_origins
+        self.any_dashboard = "*" in self.dashboards
+        self.storefront_suffix = "." + settings.storefront_domain.strip(".").lower()
+        self.storefronts: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=60)
+
+    async def is_storefront(self, origin: str) -> bool:
+        if origin in self.storefronts:
+            return self.storefronts[origin]
+        parts = urlsplit(origin)
+        host = (parts.hostname or "").lower()
+        allowed = False
+        if parts.scheme == "https" and host and parts.path in ("", "/"):
+            subdomain = host[: -len(self.storefront_suffix)] if host.endswith(self.storefront_suffix) else None
+            pool = getattr(self.app.state, "pool", None)
+            if pool is not None:
+                async with transaction_as(pool, Claims.service()) as conn:
+                    row = await (await conn.execute(queries.get("storefront_origin"),
+                                                    {"custom_domain": host, "subdomain": subdomain})).fetchone()
+                allowed = row is not None
+        self.storefronts[origin] = allowed
+        return allowed
+
+    async def allow(self, origin: str, function: str) -> str | None:
+        """The Access-Control-Allow-Origin value for this origin and function, or None (refused)."""
+        normal = origin.rstrip("/").lower()
+        if function in GUEST_FUNCTIONS | MERCHANT_FUNCTIONS and normal in self.dashboards:
+            return origin
+        if function in GUEST_FUNCTIONS and await self.is_storefront(normal):
+            return origin
+        if function in GUEST_FUNCTIONS | MERCHANT_FUNCTIONS and self.any_dashboard:
+            return "*"
+        return None
+
+
+def _headers(allowed: str) -> dict[str, str]:
+    headers = {"Access-Control-Allow-Origin": allowed, "Access-Control-Expose-Headers": EXPOSE_HEADERS}
+    if allowed != "*":
+        headers["Vary"] = "Origin"
+        headers["Access-Control-Allow-Credentials"] = "true"
+    return headers
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    """Answers preflights and adds the CORS headers to the answers of allowed origins."""
+    policy = OriginPolicy(settings, app)
+
+    @app.middleware("http")
+    async def cors(request: Request, call_next: Any) -> Any:
+        origin = request.headers.get("origin")
+        function = function_of(request.url.path)
+        if not origin or function is None or function not in GUEST_FUNCTIONS | MERCHANT_FUNCTIONS:
+            return await call_next(request)  # not a browser call, or a webhook: no CORS
+        allowed = await policy.allow(origin, function)
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            if allowed is None:
+                log.info("cors refused", extra={"action": "cors_refused", "origin": origin[:200], "function": function})
+                return JSONResponse({"error": "origin_not_allowed", "message": "this origin may not call this function",
+                                     "request_id": None}, status_code=403)
+            return Response(status_code=204, headers={
+                **_headers(allowed), "Access-Control-Allow-Methods": ALLOW_METHODS,
+                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Max-Age": str(settings.cors_max_age)})
+        response = await call_next(request)
+        if allowed is not None:
+            response.headers.update(_headers(allowed))
+        else:
+            response.headers["Vary"] = "Origin"
+        return response
