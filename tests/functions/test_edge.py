@@ -1,0 +1,122 @@
+"""The public edge over HTTP (issue 22): rate limits shared by two function copies (one of them its own
+OS process) with 429 + Retry-After, and CORS for storefronts and dashboards."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from brigade.settings import PROJECT_ROOT, Settings
+from tests.clock import clock_env
+from tests.conftest import Factory
+from tests.ordering_fixtures import Outside
+
+Conn = psycopg.Connection[dict[str, Any]]
+
+
+class FunctionsProcess:
+    """`uvicorn functions.app:create_app` as its own OS process on a socket bound (and listening) here,
+    so requests queue in the kernel until it accepts them: nothing waits for it to start."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.set_inheritable(True)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        env = {**os.environ, "BRIGADE_DATABASE_URL": settings.dsn, "PYTHONPATH": str(PROJECT_ROOT), **clock_env()}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "functions.app:create_app", "--factory", "--fd", str(self.sock.fileno()),
+             "--log-level", "warning"], cwd=PROJECT_ROOT, env=env, pass_fds=[self.sock.fileno()],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=20)
+        self.sock.close()
+
+
+@pytest.fixture
+def second_copy(outside: Outside) -> Iterator[FunctionsProcess]:
+    proc = FunctionsProcess(outside.settings)
+    yield proc
+    proc.close()
+
+
+def test_a_limit_is_shared_by_two_function_copies_and_answers_429_with_retry_after(
+        conn: Conn, outside: Outside, second_copy: FunctionsProcess) -> None:
+    conn.execute("select app.define_rate_limit('consent', 'ip', 600, 3)")
+    copies = [f"{outside.functions.url}/functions/v1/consent/confirm", f"{second_copy.url}/functions/v1/consent/confirm"]
+
+    def confirm(copy: int, ip: str) -> httpx.Response:
+        return httpx.get(copies[copy], params={"token": "f" * 48}, headers={"x-forwarded-for": ip}, timeout=30)
+
+    # three guesses of a token from one IP, spread over both copies: each counted (a wrong token is a 400)
+    assert [confirm(n, "203.0.113.9").status_code for n in (0, 1, 0)] == [400, 400, 400]
+    for copy in (1, 0):
+        r = confirm(copy, "203.0.113.9")
+        assert r.status_code == 429, r.text
+        body = r.json()
+        assert body["error"] == "rate_limited" and body["code"] == "PT429" and body["request_id"]
+        assert 0 < int(r.headers["retry-after"]) <= 600 and body["retry_after"] == int(r.headers["retry-after"])
+    assert confirm(1, "198.51.100.4").status_code == 400, "another client is not limited"
+    refused = conn.execute("select refused from app.rate_limit_metrics() where action = 'consent' and scope = 'ip'").fetchone()
+    assert refused == {"refused": 2}
+    # the window slides: once the hits are older than it, the client is heard again
+    conn.execute("update app.rate_limit_hits set at = at - interval '600 seconds' where action = 'consent'")
+    assert confirm(1, "203.0.113.9").status_code == 400
+
+
+def test_cors_for_storefronts_and_dashboards(conn: Conn, factory: Factory, outside: Outside) -> None:
+    t = factory.tenant("Cors Cafe")
+    conn.execute("update public.business_subscriptions set plan_key = 'growth' where business_id = %s", (t.business_id,))
+    conn.execute("update public.storefront_settings set custom_domain = 'order.corscafe.example' where business_id = %s", (t.business_id,))
+    subdomain = conn.execute("select subdomain from public.storefront_settings where business_id = %s", (t.business_id,)).fetchone()
+    assert subdomain is not None
+    base = f"{outside.functions.url}/functions/v1"
+    storefront, custom = f"https://{subdomain['subdomain']}.{outside.settings.storefront_domain}", "https://order.corscafe.example"
+    dashboard = sorted(outside.settings.dashboard_origins)[0]
+
+    def preflight(path: str, origin: str) -> httpx.Response:
+        return httpx.options(f"{base}/{path}", headers={"origin": origin, "access-control-request-method": "POST",
+                                                         "access-control-request-headers": "authorization, content-type"})
+
+    for origin in (storefront, custom, dashboard):
+        r = preflight("checkout", origin)
+        assert r.status_code == 204, (origin, r.text)
+        assert r.headers["access-control-allow-origin"] == origin and r.headers["vary"] == "Origin"
+        assert "POST" in r.headers["access-control-allow-methods"] and "authorization" in r.headers["access-control-allow-headers"]
+        assert r.headers["access-control-allow-credentials"] == "true"
+    # a storefront may not drive the merchant functions; the dashboard may
+    assert preflight("refund", storefront).status_code == 403
+    assert preflight("refund", dashboard).headers["access-control-allow-origin"] == dashboard
+    # refused origins: an unknown site, a storefront over plain http, a lookalike of the platform domain
+    for origin in ("https://evil.example", f"http://{subdomain['subdomain']}.{outside.settings.storefront_domain}",
+                   f"https://{subdomain['subdomain']}.{outside.settings.storefront_domain}.evil.example"):
+        r = preflight("checkout", origin)
+        assert r.status_code == 403 and "access-control-allow-origin" not in r.headers, origin
+
+    # actual requests: the allowed origin can read the answer (even an error), the refused one cannot
+    bad = {"order_id": "00000000-0000-4000-8000-000000000000"}
+    ok = httpx.post(f"{base}/checkout", json=bad, headers={"origin": custom})
+    assert ok.status_code == 404 and ok.headers["access-control-allow-origin"] == custom
+    assert "retry-after" in ok.headers["access-control-expose-headers"]
+    no = httpx.post(f"{base}/checkout", json=bad, headers={"origin": "https://evil.example"})
+    assert no.status_code == 404 and "access-control-allow-origin" not in no.headers
+    # a suspended business's storefront is not trusted
+    gone = factory.tenant("Gone Cafe")
+    conn.execute("update public.businesses set status = 'suspended' where id = %s", (gone.business_id,))
+    gone_sub = conn.execute("select subdomain from public.storefront_settings where business_id = %s", (gone.business_id,)).fetchone()
+    assert gone_sub is not None
+    assert preflight("checkout", f"https://{gone_sub['subdomain']}.{outside.settings.storefront_domain}").status_code == 403
+    # webhooks never answer CORS, whatever the origin
+    hook = httpx.options(f"{base}/stripe-webhook", headers={"origin": dashboard, "access-control-request-method": "POST"})
+    assert "access-control-allow-origin" not in hook.headers and hook.status_code == 405
