@@ -11,3 +11,12 @@ select business_id from public.orders where id = %(order_id)s
 union all
 select business_id from public.bookings where id = %(booking_id)s
 limit 1
+
+-- payable_session --
+-- The Checkout Session of an order or a booking, its payment state and the Stripe account it was made on.
+select o.checkout_session_id as session_id, o.payment_status::text as payment_status, b.stripe_account_id
+from public.orders o join public.businesses b on b.id = o.business_id where o.id = %(order_id)s
+union all
+select k.checkout_session_id, k.payment_status::text, b.stripe_account_id
+from public.bookings k join public.businesses b on b.id = k.business_id where k.id = %(booking_id)s
+limit 1

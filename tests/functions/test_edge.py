@@ -3,6 +3,7 @@ OS process) with 429 + Retry-After, and CORS for storefronts and dashboards."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,10 +15,12 @@ import httpx
 import psycopg
 import pytest
 
+from brigade.auth import Claims
 from brigade.settings import PROJECT_ROOT, Settings
 from tests.clock import clock_env
-from tests.conftest import Factory
+from tests.conftest import Api, Factory
 from tests.ordering_fixtures import Outside
+from tests.ordering_kit import Menu, order_payload, session_completed, signed
 
 Conn = psycopg.Connection[dict[str, Any]]
 
@@ -120,3 +123,51 @@ def test_cors_for_storefronts_and_dashboards(conn: Conn, factory: Factory, outsi
     # webhooks never answer CORS, whatever the origin
     hook = httpx.options(f"{base}/stripe-webhook", headers={"origin": dashboard, "access-control-request-method": "POST"})
     assert "access-control-allow-origin" not in hook.headers and hook.status_code == 405
+
+
+def test_verify_checkout_session_before_and_after_the_webhook_ends_in_the_same_state_once(
+        api: Api, conn: Conn, menu: Menu, outside: Outside) -> None:
+    base = f"{outside.functions.url}/functions/v1"
+
+    def verify(order: dict[str, Any], token: str | None = None) -> httpx.Response:
+        return httpx.post(f"{base}/verify-checkout-session", json={"order_id": order["order_id"],
+                                                                  "access_token": token or order["access_token"]}, timeout=30)
+
+    def webhook(order: dict[str, Any], session_id: str, pi: str) -> str:
+        raw, headers = signed(session_completed(order, session_id, pi), outside.settings.stripe_webhook_secret)
+        return httpx.post(f"{base}/stripe-webhook", content=raw, headers=headers).json()["outcome"]
+
+    def state(order: dict[str, Any]) -> dict[str, Any]:
+        row = conn.execute(
+            "select o.payment_status::text as paid, o.status::text as status, "
+            "(select count(*) from public.payments p where p.order_id = o.id) as payments, "
+            "(select count(*) from public.order_status_history h where h.order_id = o.id) as transitions, "
+            "(select sum(s.total_orders) from public.customer_venue_stats s where s.customer_id = o.customer_id) as counted "
+            "from public.orders o where o.id = %s", (order["order_id"],)).fetchone()
+        assert row is not None
+        return row
+
+    results: list[dict[str, Any]] = []
+    for n, webhook_first in enumerate((False, True)):
+        order = api.run(Claims.anon(), "select public.place_order(%s) as r",
+                        (json.dumps(order_payload(menu, customer={"name": f"Guest {n}", "phone": f"+1212555020{n}"})),))[0]["r"]
+        session_id = httpx.post(f"{base}/checkout", json={"order_id": order["order_id"], "access_token": order["access_token"]}
+                                ).json()["session_id"]
+        asked = len(outside.stripe.retrieved())
+        before = verify(order).json()
+        assert before["payment_status"] == "unpaid" and before["paid"] is False and before["reconciled"] is None
+        assert len(outside.stripe.retrieved()) == asked + 1, "unpaid in the database: Stripe is asked once"
+        assert verify(order, "00000000-0000-4000-8000-000000000000").status_code == 404
+        outside.stripe.pay(session_id, f"pi_verify_{n}")
+        if webhook_first:
+            assert webhook(order, session_id, f"pi_verify_{n}") == "paid"
+        after = verify(order).json()
+        assert after["paid"] is True and after["order"]["payment_status"] == "paid"
+        assert after["reconciled"] == (None if webhook_first else "paid")
+        if not webhook_first:  # the webhook arrives after the page reconciled: nothing more happens
+            assert webhook(order, session_id, f"pi_verify_{n}") != "paid"
+        asked = len(outside.stripe.retrieved())
+        assert verify(order).json()["paid"] is True and len(outside.stripe.retrieved()) == asked, "paid: Stripe is not asked"
+        results.append(state(order))
+    assert results[0] == results[1] == {"paid": "paid", "status": results[0]["status"], "payments": 1,
+                                        "transitions": results[0]["transitions"], "counted": 1}
