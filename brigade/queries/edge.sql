@@ -20,3 +20,7 @@ union all
 select k.checkout_session_id, k.payment_status::text, b.stripe_account_id
 from public.bookings k join public.businesses b on b.id = k.business_id where k.id = %(booking_id)s
 limit 1
+
+-- rate_limit_exists --
+-- One limit of the catalogue, if defined.
+select action, scope from app.rate_limits where action = %(action)s and scope = %(scope)s

@@ -15,6 +15,7 @@ import httpx
 import psycopg
 import pytest
 
+from brigade import auth
 from brigade.auth import Claims
 from brigade.settings import PROJECT_ROOT, Settings
 from tests.clock import clock_env
@@ -171,3 +172,45 @@ def test_verify_checkout_session_before_and_after_the_webhook_ends_in_the_same_s
         results.append(state(order))
     assert results[0] == results[1] == {"paid": "paid", "status": results[0]["status"], "payments": 1,
                                         "transitions": results[0]["transitions"], "counted": 1}
+
+
+def test_refund_function_follows_the_custom_role_and_audits_the_refusal(api: Api, conn: Conn, menu: Menu, outside: Outside) -> None:
+    t, base = menu.tenant, f"{outside.functions.url}/functions/v1"
+    order = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
+    raw, headers = signed(session_completed(order, "cs_role", "pi_role"), outside.settings.stripe_webhook_secret)
+    assert httpx.post(f"{base}/stripe-webhook", content=raw, headers=headers).json()["outcome"] == "paid"
+
+    def refund(amount: int) -> httpx.Response:
+        token = auth.sign(t.claims("staff"), outside.settings.jwt_secret)
+        return httpx.post(f"{base}/refund", json={"order_id": order["order_id"], "amount_cents": amount},
+                          headers={"authorization": f"Bearer {token}"}, timeout=30)
+
+    r = refund(100)
+    assert r.status_code == 403 and r.json()["error"] == "permission_denied" and r.json()["code"] == "42501", r.text
+    assert outside.stripe.server.calls("POST", r"/v1/refunds") == []
+    audit = conn.execute("select actor_user_id, details from public.audit_log where business_id = %s and action = 'permission.denied'",
+                         (t.business_id,)).fetchall()
+    assert [(a["actor_user_id"], a["details"]["permission"], a["details"]["order_id"]) for a in audit] == [
+        (t.users["staff"], "refund", order["order_id"])]
+    role = conn.execute("insert into public.business_roles (business_id, name, permissions) values (%s, 'Refunder', '{refund}') "
+                        "returning id", (t.business_id,)).fetchone()
+    assert role is not None
+    conn.execute("update public.memberships set custom_role_id = %s where business_id = %s and user_id = %s",
+                 (role["id"], t.business_id, t.users["staff"]))
+    ok = refund(100)
+    assert ok.status_code == 200 and ok.json()["amount_cents"] == 100, ok.text
+    assert len(outside.stripe.server.calls("POST", r"/v1/refunds")) == 1
+
+
+def test_the_operator_reads_and_changes_rate_limits(conn: Conn, outside: Outside, operator: Claims) -> None:
+    base = f"{outside.functions.url}/functions/v1/admin/rate-limits"
+    headers = {"authorization": f"Bearer {auth.sign(operator, outside.settings.jwt_secret)}"}
+    listed = httpx.get(base, headers=headers).json()["rate_limits"]
+    assert {(r["action"], r["scope"]) for r in listed} >= {("place_order", "ip"), ("checkout", "ip"), ("consent", "ip")}
+    assert httpx.put(f"{base}/consent/ip", json={"window_seconds": 60, "max_hits": 1}, headers=headers).status_code == 200
+    assert conn.execute("select window_seconds, max_hits from app.rate_limits where action = 'consent' and scope = 'ip'").fetchone() == {
+        "window_seconds": 60, "max_hits": 1}
+    assert httpx.put(f"{base}/nothing/ip", json={"window_seconds": 60, "max_hits": 1}, headers=headers).status_code == 404
+    assert httpx.put(f"{base}/consent/ip", json={"window_seconds": 0, "max_hits": 1}, headers=headers).status_code == 400
+    merchant = {"authorization": f"Bearer {auth.sign(Claims.user(conn.execute('select gen_random_uuid() as u').fetchone()['u']), outside.settings.jwt_secret)}"}  # type: ignore[index]
+    assert httpx.get(base, headers=merchant).status_code == 403
