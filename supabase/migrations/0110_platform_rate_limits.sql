@@ -82,7 +82,8 @@ grant execute on function app.client_ip() to anon, authenticated, service_role;
 
 /** Counts one hit of p_subject against the limit (action, scope) in its sliding window. Returns 0 when
     the hit was counted, else the seconds until the window has room again (the hit is not counted,
-    the refusal is). A null or empty subject is not limited. Hits of one subject are serialised. */
+    the refusal is). A null or empty subject is not limited. Hits of one subject are serialised, except
+    for the business scope. */
 create function app.rate_limit_hit(p_action text, p_scope text, p_subject text) returns integer
 language plpgsql volatile security definer
 set search_path = ''
@@ -100,7 +101,11 @@ begin
     perform app.fail('22023', 'unknown_rate_limit', format('no rate limit %s/%s', p_action, p_scope));
   end if;
   v_key := extensions.digest(convert_to(p_action || ':' || p_scope || ':' || lower(btrim(p_subject)), 'UTF8'), 'sha256');
-  perform pg_advisory_xact_lock(hashtextextended(encode(v_key, 'hex'), 22));
+  -- one client's hits are serialised (exact at the boundary); a business-wide limit is not, so it never
+  -- queues a business's guests behind each other: it may overshoot by the requests in flight at once
+  if p_scope <> 'business' then
+    perform pg_advisory_xact_lock(hashtextextended(encode(v_key, 'hex'), 22));
+  end if;
   -- the max_hits-th most recent hit inside the window: while it is there, the window is full
   select h.at into v_edge from app.rate_limit_hits h
   where h.action = p_action and h.scope = p_scope and h.subject = v_key
