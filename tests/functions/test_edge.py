@@ -18,6 +18,8 @@ import pytest
 from brigade import auth
 from brigade.auth import Claims
 from brigade.settings import PROJECT_ROOT, Settings
+from brigade.stripe_events import booking_session_completed
+from tests.bookings_kit import build_activity, hold
 from tests.clock import clock_env
 from tests.conftest import Api, Factory
 from tests.ordering_fixtures import Outside
@@ -214,3 +216,24 @@ def test_the_operator_reads_and_changes_rate_limits(conn: Conn, outside: Outside
     assert httpx.put(f"{base}/consent/ip", json={"window_seconds": 0, "max_hits": 1}, headers=headers).status_code == 400
     merchant = {"authorization": f"Bearer {auth.sign(Claims.user(conn.execute('select gen_random_uuid() as u').fetchone()['u']), outside.settings.jwt_secret)}"}  # type: ignore[index]
     assert httpx.get(base, headers=merchant).status_code == 403
+
+
+def test_verify_checkout_session_reconciles_a_booking_once(api: Api, conn: Conn, menu: Menu, outside: Outside) -> None:
+    act = build_activity(conn, menu.tenant)
+    b = hold(api, act, party={"adult": 2})
+    base = f"{outside.functions.url}/functions/v1"
+    body = {"booking_id": b["booking_id"], "access_token": b["access_token"]}
+    session_id = httpx.post(f"{base}/checkout", json=body, timeout=30).json()["session_id"]
+    outside.stripe.pay(session_id, "pi_booking_verify")
+    first = httpx.post(f"{base}/verify-checkout-session", json=body, timeout=30).json()
+    assert first["kind"] == "booking" and first["paid"] is True and first["reconciled"] == "paid"
+    assert first["booking"]["status"] == "confirmed"
+    again = httpx.post(f"{base}/verify-checkout-session", json=body, timeout=30).json()
+    assert again["reconciled"] is None and again["booking"]["status"] == "confirmed"
+    # the webhook for the same session arrives late: nothing more is applied, no second payment
+    event = booking_session_completed(session_id=session_id, payment_intent="pi_booking_verify", booking_id=b["booking_id"],
+                                      business_id=str(menu.tenant.business_id), amount_cents=b["total_cents"])
+    raw, headers = signed(event, outside.settings.stripe_webhook_secret)
+    assert httpx.post(f"{base}/stripe-webhook", content=raw, headers=headers).json()["outcome"] != "paid"
+    assert conn.execute("select count(*) as n from public.payments where booking_id = %s", (b["booking_id"],)).fetchone() == {"n": 1}
+    assert conn.execute("select count(*) as n from public.refunds where booking_id = %s", (b["booking_id"],)).fetchone() == {"n": 0}
