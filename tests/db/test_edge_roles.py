@@ -80,6 +80,12 @@ def test_a_custom_role_grants_exactly_its_permissions_and_refusals_are_audited(a
     [plain] = api.run(owner, "insert into public.business_roles (business_id, name, permissions) values (%s, 'Bookkeeper', '{}') returning id", (b,))
     api.run(owner, "update public.memberships set custom_role_id = %s where business_id = %s and user_id = %s", (plain["id"], b, t.users["manager"]))
     assert api.rowcount(t.claims("manager"), "update public.products set name = name || '!' where business_id = %s", (b,)) == 0
+    # the money views follow view_finance: the stripped manager reads no margins until the role grants it
+    profit = "select count(*) as n from public.order_profit where business_id = %s"
+    assert api.run(t.claims("manager"), profit, (b,)) == [{"n": 0}]
+    api.run(owner, "update public.business_roles set permissions = '{view_finance}' where id = %s", (plain["id"],))
+    assert api.run(t.claims("manager"), profit, (b,))[0]["n"] >= 1
+    assert api.run(staff, profit, (b,)) == [{"n": 0}], "the shift lead holds no view_finance"
     # deleting a role takes its holders back to their built-in defaults
     api.run(owner, "delete from public.business_roles where id = %s", (plain["id"],))
     assert api.rowcount(t.claims("manager"), "update public.products set name = name || '!' where business_id = %s", (b,)) > 0
