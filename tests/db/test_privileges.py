@@ -328,7 +328,7 @@ AUTHENTICATED_CALLABLE = {
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
-    "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_dispatch_platform_fee(uuid,uuid,integer)",
+    "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_customer_status(uuid,text,text)", "set_dispatch_platform_fee(uuid,uuid,integer)",
     "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",
 }
