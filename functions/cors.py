@@ -2,11 +2,13 @@
 custom domain, as claimed in app.storefront_hostnames) may call the guest-facing functions; the configured
 dashboard origins may call those and the merchant and operator ones. Webhook endpoints get no CORS at all.
 An allowed origin is echoed (with Vary: Origin), never `*` with credentials: a `*` in the dashboard
-origins answers `*` and no Access-Control-Allow-Credentials."""
+origins answers `*` and no Access-Control-Allow-Credentials. A storefront's calls may only concern its own
+business: checkout and verify-checkout-session refuse another business's order or booking (403)."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,6 +19,7 @@ from fastapi.responses import JSONResponse, Response
 from brigade import queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
+from brigade.errors import Forbidden
 from brigade.settings import Settings
 
 log = logging.getLogger("brigade.functions")
@@ -44,14 +47,15 @@ class OriginPolicy:
         self.dashboards = settings.dashboard_origins
         self.any_dashboard = "*" in self.dashboards
         self.storefront_suffix = "." + settings.storefront_domain.strip(".").lower()
-        self.storefronts: TTLCache[str, bool] = TTLCache(maxsize=10_000, ttl=60)
+        self.storefronts: TTLCache[str, uuid.UUID | None] = TTLCache(maxsize=10_000, ttl=60)
 
-    async def is_storefront(self, origin: str) -> bool:
+    async def storefront_business(self, origin: str) -> uuid.UUID | None:
+        """The active business whose storefront this origin is, or None."""
         if origin in self.storefronts:
             return self.storefronts[origin]
         parts = urlsplit(origin)
         host = (parts.hostname or "").lower()
-        allowed = False
+        business: uuid.UUID | None = None
         if parts.scheme == "https" and host and parts.path in ("", "/"):
             subdomain = host[: -len(self.storefront_suffix)] if host.endswith(self.storefront_suffix) else None
             pool = getattr(self.app.state, "pool", None)
@@ -59,20 +63,30 @@ class OriginPolicy:
                 async with transaction_as(pool, Claims.service()) as conn:
                     row = await (await conn.execute(queries.get("storefront_origin"),
                                                     {"custom_domain": host, "subdomain": subdomain})).fetchone()
-                allowed = row is not None
-        self.storefronts[origin] = allowed
-        return allowed
+                business = row["business_id"] if row else None
+        self.storefronts[origin] = business
+        return business
 
-    async def allow(self, origin: str, function: str) -> str | None:
-        """The Access-Control-Allow-Origin value for this origin and function, or None (refused)."""
+    async def allow(self, origin: str, function: str) -> tuple[str | None, uuid.UUID | None]:
+        """The Access-Control-Allow-Origin value for this origin and function (None: refused), and the
+        business when the origin is a storefront (its calls may only concern that business)."""
         normal = origin.rstrip("/").lower()
         if function in GUEST_FUNCTIONS | MERCHANT_FUNCTIONS and normal in self.dashboards:
-            return origin
-        if function in GUEST_FUNCTIONS and await self.is_storefront(normal):
-            return origin
+            return origin, None
+        if function in GUEST_FUNCTIONS:
+            business = await self.storefront_business(normal)
+            if business is not None:
+                return origin, business
         if function in GUEST_FUNCTIONS | MERCHANT_FUNCTIONS and self.any_dashboard:
-            return "*"
-        return None
+            return "*", None
+        return None, None
+
+
+def ensure_origin_business(request: Request, business_id: uuid.UUID | None) -> None:
+    """403 when a storefront's browser asks about another business's order or booking."""
+    storefront = getattr(request.state, "storefront_business", None)
+    if storefront is not None and business_id is not None and business_id != storefront:
+        raise Forbidden("this storefront may only pay for its own business's orders and bookings", hint="origin_not_allowed")
 
 
 def _headers(allowed: str) -> dict[str, str]:
@@ -93,7 +107,8 @@ def install_cors(app: FastAPI, settings: Settings) -> None:
         function = function_of(request.url.path)
         if not origin or function is None or function not in GUEST_FUNCTIONS | MERCHANT_FUNCTIONS:
             return await call_next(request)  # not a browser call, or a webhook: no CORS
-        allowed = await policy.allow(origin, function)
+        allowed, business = await policy.allow(origin, function)
+        request.state.storefront_business = business
         if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
             if allowed is None:
                 log.info("cors refused", extra={"action": "cors_refused", "origin": origin[:200], "function": function})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -18,6 +18,7 @@ from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import wrap_exceptions
 from brigade.providers import Providers
+from functions.cors import ensure_origin_business
 from functions.deps import caller_or_anon, enforce_rate_limits, get_pool, get_providers, payable_business
 from functions.stripe_webhook import apply_event
 
@@ -49,14 +50,16 @@ async def _details(pool: AsyncConnectionPool, claims: Claims, body: VerifyReques
 
 @router.post("/verify-checkout-session")
 async def verify_checkout_session(
+    request: Request,
     body: VerifyRequest,
     claims: Annotated[Claims, Depends(caller_or_anon)],
     pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
     providers: Annotated[Providers, Depends(get_providers)],
 ) -> dict[str, Any]:
     payable = body.order_id or body.booking_id
-    await enforce_rate_limits(pool, claims, "verify_checkout_session", await payable_business(pool, body.order_id, body.booking_id),
-                              {"subject": str(payable)})
+    business = await payable_business(pool, body.order_id, body.booking_id)
+    ensure_origin_business(request, business)
+    await enforce_rate_limits(pool, claims, "verify_checkout_session", business, {"subject": str(payable)})
     details = await _details(pool, claims, body)
     reconciled: str | None = None
     if details.get("payment_status") == "unpaid":

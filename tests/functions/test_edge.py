@@ -81,7 +81,7 @@ def test_a_limit_is_shared_by_two_function_copies_and_answers_429_with_retry_aft
     assert confirm(1, "203.0.113.9").status_code == 400
 
 
-def test_cors_for_storefronts_and_dashboards(conn: Conn, factory: Factory, outside: Outside) -> None:
+def test_cors_for_storefronts_and_dashboards(api: Api, conn: Conn, factory: Factory, menu: Menu, outside: Outside) -> None:
     t = factory.tenant("Cors Cafe")
     conn.execute("update public.business_subscriptions set plan_key = 'growth' where business_id = %s", (t.business_id,))
     conn.execute("update public.storefront_settings set custom_domain = 'order.corscafe.example' where business_id = %s", (t.business_id,))
@@ -117,6 +117,12 @@ def test_cors_for_storefronts_and_dashboards(conn: Conn, factory: Factory, outsi
     assert "retry-after" in ok.headers["access-control-expose-headers"]
     no = httpx.post(f"{base}/checkout", json=bad, headers={"origin": "https://evil.example"})
     assert no.status_code == 404 and "access-control-allow-origin" not in no.headers
+    # a storefront's page may only pay for its own business: another business's order is refused (readably)
+    theirs = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
+    cross = httpx.post(f"{base}/checkout", json={"order_id": theirs["order_id"], "access_token": theirs["access_token"]},
+                       headers={"origin": custom})
+    assert cross.status_code == 403 and cross.json()["error"] == "origin_not_allowed"
+    assert cross.headers["access-control-allow-origin"] == custom and outside.stripe.sessions() == []
     # a suspended business's storefront is not trusted
     gone = factory.tenant("Gone Cafe")
     conn.execute("update public.businesses set status = 'suspended' where id = %s", (gone.business_id,))
