@@ -17,6 +17,7 @@ import psycopg
 import stripe
 from psycopg.rows import dict_row
 
+from brigade import printing
 from brigade.auth import Claims
 from brigade.settings import Settings
 from brigade.stripe_events import session_completed
@@ -155,6 +156,11 @@ def run(settings: Settings) -> int:
         step("The fan-out, written in the same transaction")
         ticket = db.execute("select items, allergens, status from public.kitchen_tickets where order_id = %s", (order["order_id"],)).fetchone()
         print("kitchen ticket:", json.dumps(ticket["items"]), "| allergens:", ticket["allergens"], "|", ticket["status"])  # type: ignore[index]
+        for job in db.execute("select p.name, p.protocol, j.document from public.print_jobs j join public.printers p "
+                              "on p.business_id = j.business_id and p.id = j.printer_id where j.order_id = %s order by j.seq",
+                              (order["order_id"],)):
+            print(f"\nprint job for {job['name']} ({job['protocol']}), as the printer prints it:")
+            print(printing.render_text(job["document"]), end="")
         after = {r["sku"]: float(r["quantity"]) for r in db.execute("select sku, quantity from public.stock_items where venue_id = %s", (DOWNTOWN,))}
         print("stock used:", {k: round(stock_before[k] - v, 3) for k, v in after.items() if stock_before[k] != v})
         pts = db.execute("select a.balance from public.loyalty_accounts a join public.orders o on o.customer_id = a.customer_id "

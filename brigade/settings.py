@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     # The platform's storefront domain: a business's storefront is https://<subdomain>.<storefront_domain>.
     storefront_domain: str = "brigade.app"
     cors_max_age: int = 600
+    health_timeout: float = 3.0
 
     jwt_secret: str = LOCAL_JWT_SECRET
 
@@ -136,6 +137,15 @@ class Settings(BaseSettings):
     voice_llm_model: str = "gpt-4o-mini"
     voice_llm_timeout: float = 8.0
     voice_min_confidence: float = 0.3
+
+    # Conversational admin (issue 17): "auto" uses the OpenAI-compatible endpoint when ask_llm_base_url is set and the
+    # offline rules otherwise; "rules" or "llm" force one. The rules also answer whenever the endpoint fails.
+    ask_backend: str = "auto"
+    ask_llm_base_url: str = ""
+    ask_llm_api_key: str = ""
+    ask_llm_model: str = "gpt-4o-mini"
+    ask_llm_timeout: float = 15.0
+    ask_llm_max_rounds: int = 3
 
     log_format: str = "text"
 

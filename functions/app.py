@@ -20,8 +20,8 @@ from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
 from functions.cors import install_cors
 from functions.deps import client_ip
-from functions import (admin, checkout, consent, delivery_webhook, health, payouts, refund, resend_webhook, stripe_webhook,
-                       twilio_sms, twilio_voice, verify_checkout)
+from functions import (admin, ask, checkout, consent, delivery_webhook, health, payouts, printers, refund, resend_webhook,
+                       stripe_webhook, twilio_sms, twilio_voice, verify_checkout)
 
 log = logging.getLogger("brigade.functions")
 PREFIX = "/functions/v1"
@@ -100,9 +100,9 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
 
     install_cors(app, settings)  # outermost: preflights are answered before anything else runs
 
-    routers = (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
+    routers = (health.router, admin.router, ask.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
                twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router,
-               verify_checkout.router)
+               printers.router, verify_checkout.router)
     for router in (*routers, *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app

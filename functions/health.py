@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
 
@@ -15,9 +15,9 @@ router = APIRouter()
 
 
 @router.get("/health")
-async def health(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> Any:
+async def health(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> Any:
     try:
-        async with pool.connection(timeout=3) as conn:
+        async with pool.connection(timeout=request.app.state.settings.health_timeout) as conn:
             row = await (await conn.execute(queries.get("outbox_stats"))).fetchone()
     except Exception as exc:  # the answer itself is the report
         return JSONResponse({"status": "unavailable", "database": "down", "error": type(exc).__name__}, status_code=503)

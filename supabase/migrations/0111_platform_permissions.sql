@@ -396,6 +396,42 @@ end
 $$;
 revoke all on function app.refund_booking(uuid, integer, text) from public;
 grant execute on function app.refund_booking(uuid, integer, text) to authenticated, service_role;
+/** Everything held about a customer as JSON (data-subject access). A member of the business asking
+    for someone else's data needs export_customers (42501 permission_denied): checked here, under every
+    caller of the export. */
+create or replace function app.export_customer(p_business_id uuid, p_customer_id uuid) returns jsonb
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+  if app.is_member(p_business_id) and not exists (
+      select 1 from public.customers c where c.business_id = p_business_id and c.id = p_customer_id and c.user_id = auth.uid()) then
+    perform app.require_permission(p_business_id, 'export_customers', jsonb_build_object('customer_id', p_customer_id));
+  end if;
+  return (
+  select jsonb_build_object(
+      'customer', (select to_jsonb(c) from public.customers c where c.business_id = p_business_id and c.id = p_customer_id),
+      'venue_stats', coalesce((select jsonb_agg(to_jsonb(s)) from public.customer_venue_stats s where s.business_id = p_business_id and s.customer_id = p_customer_id), '[]'),
+      'tags', coalesce((select jsonb_agg(t.tag order by t.tag) from public.customer_tags t where t.business_id = p_business_id and t.customer_id = p_customer_id), '[]'),
+      'notes', coalesce((select jsonb_agg(to_jsonb(n) order by n.created_at) from public.customer_notes n where n.business_id = p_business_id and n.customer_id = p_customer_id), '[]'),
+      'preferences', coalesce((select jsonb_agg(to_jsonb(p)) from public.customer_preferences p where p.business_id = p_business_id and p.customer_id = p_customer_id), '[]'),
+      'consent_log', coalesce((select jsonb_agg(to_jsonb(l) order by l.id) from public.customer_consent_log l where l.business_id = p_business_id and l.customer_id = p_customer_id), '[]'),
+      'orders', coalesce((select jsonb_agg(to_jsonb(o) - 'access_token' - 'pickup_code_hash' || jsonb_build_object('items',
+                           (select jsonb_agg(to_jsonb(i) - 'unit_cost_cents') from public.order_items i where i.business_id = o.business_id and i.order_id = o.id))
+                           order by o.placed_at)
+                         from public.orders o where o.business_id = p_business_id and o.customer_id = p_customer_id), '[]'),
+      'loyalty', (select to_jsonb(a) from public.loyalty_accounts a where a.business_id = p_business_id and a.customer_id = p_customer_id),
+      'loyalty_history', coalesce((select jsonb_agg(to_jsonb(t) order by t.id) from public.loyalty_transactions t where t.business_id = p_business_id and t.customer_id = p_customer_id), '[]'),
+      'messages', coalesce((select jsonb_agg(jsonb_build_object('channel', n.channel, 'template', n.template, 'status', n.status, 'sent_at', n.sent_at))
+                            from public.notification_log n where n.business_id = p_business_id and n.customer_id = p_customer_id), '[]'),
+      'delete_requests', coalesce((select jsonb_agg(to_jsonb(r)) from public.customer_delete_requests r where r.business_id = p_business_id and r.customer_id = p_customer_id), '[]'),
+      'exported_at', now())
+  );
+end
+$$;
+revoke all on function app.export_customer(uuid, uuid) from public;
+grant execute on function app.export_customer(uuid, uuid) to service_role;
+
 /** Export for members holding export_customers (42501 permission_denied for other members), the operator, or the customer themselves. Raises PT404. */
 create or replace function app.export_customer(customer_id uuid) returns jsonb
 language plpgsql stable security definer

@@ -84,15 +84,16 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                   cols("business_id cost_cents group_id id is_available name price_cents sort_order")),
     # status only along the status machine (orders_guard); payment_status is Stripe's
     "orders": (cols(""), cols("cancel_reason status")),
-    "product_categories": (cols("business_id created_at id is_active name parent_id sort_order"),
-                           cols("business_id created_at id is_active name parent_id sort_order")),
+    "printers": (cols(""), cols("category_ids is_active name paper_width_mm stations")),  # registered through register_printer
+    "product_categories": (cols("business_id created_at id is_active name parent_id sort_order station"),
+                           cols("business_id created_at id is_active name parent_id sort_order station")),
     "product_modifier_groups": (cols("business_id group_id product_id sort_order"), cols("")),
     "product_variants": (cols("business_id cost_adjustment_cents id is_available is_default name price_adjustment_cents product_id sort_order"),
                          cols("business_id cost_adjustment_cents id is_available is_default name price_adjustment_cents product_id sort_order")),
     "products": (cols("allergens business_id category_id cost_cents created_at description id image_urls is_published name "
-                      "prep_time_minutes price_cents sku sort_order updated_at"),
+                      "prep_time_minutes price_cents sku sort_order station updated_at"),
                  cols("allergens business_id category_id cost_cents created_at description id image_urls is_published name "
-                      "prep_time_minutes price_cents sku sort_order updated_at")),
+                      "prep_time_minutes price_cents sku sort_order station updated_at")),
     "recipe_lines": (cols("business_id id modifier_id product_id quantity stock_sku variant_id"),
                      cols("business_id id modifier_id product_id quantity stock_sku variant_id")),
     "rewards": (cols("business_id credit_cents is_active kind name points_cost product_id"), cols("is_active name points_cost")),
@@ -186,6 +187,7 @@ SENSITIVE_READS: dict[tuple[str, str], str] = {
     ("business_payouts", "platform_fee_cents"): "members",
     ("businesses", "application_fee_bps"): "members",
     ("businesses", "payout_schedule"): "members",  # when the business is paid out: its own setting to read
+    ("businesses", "require_pin_reauth"): "members",  # whether its sensitive actions ask for a PIN: its own setting
     ("credit_transactions", "idempotency_key"): "members",
     ("driver_earnings", "payout_status"): "members",
     ("driver_earnings", "platform_fee_cents"): "members",
@@ -325,6 +327,12 @@ AUTHENTICATED_CALLABLE = {
     "merge_customers(uuid,uuid)", "moderate_review(text,uuid,text,text,text)", "my_business_ids(membership_role[])",
     "my_customer_keys()", "my_driver_keys()", "my_permitted_business_ids(text)", "my_permitted_venue_keys(text)",
     "my_venue_keys(membership_role[])", "permission_refused(text,text)", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
+    "register_printer(uuid,text,text,text,text[],uuid[],integer)", "reprint_ticket(uuid,uuid)", "rotate_printer_token(uuid)",
+    "void_ticket(uuid,text)", "bump_ticket(uuid,text,boolean)",
+    # PINs: each acts on the caller's own PIN or checks owner/manager inside; require_fresh_pin only refuses or
+    # audits the caller's own grant (the triggers of sensitive actions call it as the caller)
+    "verify_pin(uuid,text,text)", "set_my_pin(uuid,text)", "my_pin_status(uuid)", "reset_staff_pin(uuid)",
+    "set_pin_reauth(uuid,boolean)", "require_fresh_pin(uuid,text,boolean)",
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",

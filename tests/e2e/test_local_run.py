@@ -94,6 +94,10 @@ def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> 
             assert demo.returncode == 0, demo.stdout + demo.stderr
             assert "first delivery: 200 paid" in demo.stdout and "Stripe retries it: 200 duplicate" in demo.stdout
             assert re.search(r"order #1 is completed", demo.stdout), demo.stdout
+            # the kitchen ticket as each station's printer prints it (seeded Star bar, Epson kitchen)
+            bar = demo.stdout.split("print job for Bar (Star) (star_cloudprnt)")[1].split("print job for")[0]
+            assert "KITCHEN / BAR" in bar and "1 x Latte (Large)" in bar and "Croissant" not in bar, demo.stdout
+            assert "2 x Croissant" in demo.stdout.split("print job for Kitchen (Epson) (epson_sdp)")[1], demo.stdout
             # the win-back: a lapsed regular texted through the log provider, her return credited to the rule
             assert re.search(r"Dana's phone shows: Hi Dana, we miss you at Downtown!", demo.stdout), demo.stdout
             revenue = re.search(r"'Win-back after 30 days': 1 sent, 1 orders, revenue recovered (\d+\.\d\d) USD", demo.stdout)

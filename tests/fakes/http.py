@@ -39,6 +39,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# serve_forever notices shutdown() only between polls (0.5 s by default, three fakes a test: most of what
+# the tests using them spent in teardown).
+POLL_INTERVAL = 0.02
+
 Route = Callable[[Recorded, re.Match[str]], Reply]
 
 
@@ -53,6 +57,7 @@ class FakeServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are two writes: without this each answer waits ~40 ms for an ACK
 
             def log_message(self, *args: Any) -> None:
                 return
@@ -81,7 +86,7 @@ class FakeServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, daemon=True)
 
     def route(self, method: str, pattern: str, handler: Route) -> None:
         """Answer `method` requests whose path fully matches `pattern` with `handler`."""

@@ -52,7 +52,8 @@ def test_health_checks_the_database(functions_server: ServerThread) -> None:
 
 
 def test_health_reports_a_dead_database(settings: Settings) -> None:
-    broken = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/none?connect_timeout=1"})
+    broken = settings.model_copy(update={"database_url": "postgresql://postgres@127.0.0.1:1/none?connect_timeout=1",
+                                      "health_timeout": 0.3})
     with ServerThread(create_app(broken)) as server:
         r = httpx.get(f"{server.url}/functions/v1/health", timeout=20)
     assert r.status_code == 503 and r.json()["database"] == "down"
