@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psycopg
+
 from brigade.localdb import CLUSTER_USER, Cluster, pg_bindir
 from brigade.migrate import migrate
 
@@ -28,8 +30,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def bench_cluster(*, seed: bool = False) -> Iterator[Cluster]:
-    """A migrated cluster with production-like durability (fsync and synchronous_commit on)."""
+def bench_cluster(*, seed: bool = False, rate_limits: bool = False) -> Iterator[Cluster]:
+    """A migrated cluster with production-like durability (fsync and synchronous_commit on). The rate
+    limits (app.rate_limits) are removed unless asked for: a benchmark is thousands of guests at one
+    business within seconds, which they exist to refuse; bench/edge.py measures what they cost."""
     base = Path(tempfile.mkdtemp(prefix="brigade-bench-"))
     if os.geteuid() == 0:
         entry = pwd.getpwnam(CLUSTER_USER)
@@ -38,6 +42,9 @@ def bench_cluster(*, seed: bool = False) -> Iterator[Cluster]:
     try:
         cluster.start()
         migrate(cluster.dsn, compat=True, seed=seed)
+        if not rate_limits:
+            with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+                conn.execute("delete from app.rate_limits")
         yield cluster
     finally:
         cluster.destroy()

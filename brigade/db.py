@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, AsyncIterator
 
 import psycopg
@@ -13,6 +14,10 @@ from psycopg_pool import AsyncConnectionPool
 from brigade.auth import Claims
 
 API_ROLES = ("anon", "authenticated", "service_role")
+
+# The request headers a function passes on to SQL as PostgREST does (`request.headers`, lower-cased
+# names): the client IP the rate limits key on. Set per request by the functions app.
+request_headers: ContextVar[dict[str, str] | None] = ContextVar("request_headers", default=None)
 
 
 async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: str = "brigade",
@@ -30,10 +35,14 @@ async def apply_claims(conn: psycopg.AsyncConnection[Any], claims: Claims, heade
     """Inside the open transaction: switch role and claims (and the request headers SQL may read, with
     lower-cased names) the way PostgREST does before a request."""
     role = claims.role if claims.role in API_ROLES else "anon"
+    # the request's own headers (set per request by the functions app), then the ones passed explicitly
+    passed = request_headers.get()
+    merged = None if passed is None and headers is None else {
+        k.lower(): v for k, v in {**(passed or {}), **(headers or {})}.items()}
     await conn.execute(
         "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
         "set_config('request.headers', %s, true)",
-        (role, json.dumps(claims.as_dict()), json.dumps({k.lower(): v for k, v in (headers or {}).items()})),
+        (role, json.dumps(claims.as_dict()), json.dumps(merged) if merged is not None else ""),
     )
 
 

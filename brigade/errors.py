@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -55,6 +56,17 @@ class Conflict(BrigadeError):
     code = "conflict"
 
 
+class RateLimited(BrigadeError):
+    """PT429 from app.enforce_rate_limits: answered 429 with Retry-After."""
+
+    status = 429
+    code = "PT429"
+
+    def __init__(self, message: str, *, code: str | None = None, hint: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, code=code, hint=hint or "rate_limited")
+        self.retry_after = max(1, retry_after)
+
+
 # SQLSTATE → error class. Codes not listed here but raised by Brigade's SQL (class BR…, 22…) are bad
 # input (400), as PostgREST answers them.
 _BY_SQLSTATE: dict[str, type[BrigadeError]] = {
@@ -63,6 +75,7 @@ _BY_SQLSTATE: dict[str, type[BrigadeError]] = {
     "PT403": ModuleDisabled,
     "PT404": NotFound,
     "PT409": Conflict,
+    "PT429": RateLimited,
     "23505": Conflict,
     "23503": Conflict,
     "40001": Conflict,
@@ -82,6 +95,12 @@ def from_psycopg(exc: psycopg.Error) -> BrigadeError | None:
         cls = InvalidInput
     if cls is None:
         return None
+    if cls is RateLimited:
+        try:
+            retry_after = int(json.loads(diag.message_detail or "{}").get("retry_after", 1))
+        except (ValueError, AttributeError):
+            retry_after = 1
+        return RateLimited(message, code=sqlstate, hint=hint, retry_after=retry_after)
     return cls(message, code=sqlstate, hint=hint)
 
 

@@ -95,6 +95,8 @@ class Payments(Protocol):
 
     async def expire_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> None: ...
 
+    async def retrieve_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> dict[str, Any] | None: ...
+
 
 class LogSms:
     def __init__(self, settings: Settings) -> None:
@@ -161,6 +163,10 @@ class LogPayments:
 
     async def expire_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> None:
         _record_locally(self.settings, "checkout_expired", {"session": session_id})
+
+    async def retrieve_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> dict[str, Any] | None:
+        """Nothing to ask: the local page applies its payment itself."""
+        return None
 
 
 class TwilioSms:
@@ -288,6 +294,15 @@ class StripePayments:
             return  # not open any more: paid (the webhook says so) or already expired
         except self.stripe.StripeError as exc:
             raise ProviderError(f"Stripe refused to expire the session: {exc.user_message or exc}", hint="expire_failed") from exc
+
+    async def retrieve_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> dict[str, Any] | None:
+        """The Checkout Session as Stripe has it now (the object a checkout.session.* event carries)."""
+        options: dict[str, Any] = {"stripe_account": stripe_account} if stripe_account else {}
+        try:
+            session = await asyncio.to_thread(self.client.v1.checkout.sessions.retrieve, session_id, options=options)
+        except self.stripe.StripeError as exc:
+            raise ProviderError(f"Stripe did not return the session: {exc.user_message or exc}", hint="retrieve_failed") from exc
+        return session.to_dict()
 
 
 @dataclass(frozen=True)

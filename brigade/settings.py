@@ -56,6 +56,15 @@ class Settings(BaseSettings):
     functions_host: str = "127.0.0.1"
     functions_port: int = 54321
     public_url: str = ""
+    # The client IP for rate limits: the first X-Forwarded-For entry when the functions run behind a
+    # proxy that sets it (Supabase, a load balancer); false: the socket peer only.
+    trust_forwarded_for: bool = True
+    # CORS: browser origins allowed besides each business's storefront (subdomain of storefront_domain,
+    # custom domain): the merchant dashboards, comma-separated ("https://dash.example.com").
+    cors_dashboard_origins: str = "http://127.0.0.1:3000,http://localhost:3000"
+    # The platform's storefront domain: a business's storefront is https://<subdomain>.<storefront_domain>.
+    storefront_domain: str = "brigade.app"
+    cors_max_age: int = 600
     health_timeout: float = 3.0
 
     jwt_secret: str = LOCAL_JWT_SECRET
@@ -200,6 +209,11 @@ class Settings(BaseSettings):
     def outbox_file(self) -> Path:
         """Where the `log` providers append what they would have sent (the local run's "phone")."""
         return self.data_dir / "outbox.jsonl"
+
+    @property
+    def dashboard_origins(self) -> frozenset[str]:
+        """The configured dashboard origins (CORS), normalised to scheme://host[:port]."""
+        return frozenset(o.strip().rstrip("/").lower() for o in self.cors_dashboard_origins.split(",") if o.strip())
 
     @property
     def plugin_modules(self) -> list[str]:

@@ -13,7 +13,9 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from brigade import queries
-from brigade.errors import NotFound
+from brigade.auth import Claims
+from brigade.db import transaction_as
+from brigade.errors import NotFound, wrap_exceptions
 from psycopg_pool import AsyncConnectionPool
 
 from functions.deps import as_caller, get_pool, operator
@@ -203,3 +205,30 @@ async def payouts_csv(conn: Conn, business_id: uuid.UUID | None = None, since: s
     text = await _one(conn, "select public.payouts_csv(%s, %s::timestamptz, %s::timestamptz) as r", (business_id, since, until))
     return PlainTextResponse(text or "", media_type="text/csv",
                              headers={"content-disposition": 'attachment; filename="payouts.csv"'})
+
+
+class RateLimit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    window_seconds: int = Field(ge=1, le=604800)
+    max_hits: int = Field(ge=1, le=1_000_000)
+
+
+@router.get("/rate-limits")
+async def rate_limits(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> Any:
+    """Every rate limit (app.rate_limits) with its refusals so far."""
+    async with transaction_as(pool, Claims.service()) as conn:
+        rows = await (await conn.execute("select * from app.rate_limit_metrics()")).fetchall()
+    return {"rate_limits": rows}
+
+
+@router.put("/rate-limits/{action}/{scope}")
+async def set_rate_limit(action: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_]{1,40}$")],
+                         scope: Annotated[str, Path(pattern=r"^[a-z]{2,20}$")], body: RateLimit,
+                         pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> Any:
+    """Change an existing limit's window and maximum (shared at once by every function copy and PostgREST)."""
+    async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
+        known = await (await conn.execute(queries.get("rate_limit_exists"), {"action": action, "scope": scope})).fetchone()
+        if known is None:
+            raise NotFound(f"no rate limit {action}/{scope}", hint="not_found")
+        await conn.execute("select app.define_rate_limit(%s, %s, %s, %s)", (action, scope, body.window_seconds, body.max_hits))
+    return {"action": action, "scope": scope, "window_seconds": body.window_seconds, "max_hits": body.max_hits}

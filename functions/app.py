@@ -16,26 +16,35 @@ from psycopg_pool import AsyncConnectionPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from brigade.db import open_pool
-from brigade.errors import BrigadeError
+from brigade.db import request_headers
+from brigade.errors import BrigadeError, RateLimited
 from brigade.metrics import RequestStats, function_of
 from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
+from functions.cors import install_cors
+from functions.deps import client_ip
 from functions import (admin, ask, checkout, consent, delivery_webhook, export, health, metrics, payouts, printers, receipt, refund,
-                       resend_webhook, stripe_webhook, twilio_sms, twilio_voice)
+                       resend_webhook, stripe_webhook, twilio_sms, twilio_voice, verify_checkout)
 
 log = logging.getLogger("brigade.functions")
 PREFIX = "/functions/v1"
 
 
-def _error(status: int, error: str, message: str, request: Request, **extra: Any) -> JSONResponse:
+def _error(status: int, error: str, message: str, request: Request, headers: dict[str, str] | None = None,
+           **extra: Any) -> JSONResponse:
     body = {"error": error, "message": message, "request_id": getattr(request.state, "request_id", None), **extra}
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BrigadeError)
     async def brigade_error(request: Request, exc: BrigadeError) -> JSONResponse:
         body = exc.to_json()
+        if isinstance(exc, RateLimited):
+            log.warning("rate limited", extra={"action": "rate_limited", "request_id": getattr(request.state, "request_id", None),
+                                               "path": request.url.path, "retry_after": exc.retry_after})
+            return _error(exc.status, str(body["error"]), exc.message, request, headers={"Retry-After": str(exc.retry_after)},
+                          code=exc.code, retry_after=exc.retry_after)
         return _error(exc.status, str(body["error"]), exc.message, request, code=exc.code)
 
     @app.exception_handler(RequestValidationError)
@@ -87,6 +96,10 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
     async def request_id(request: Request, call_next: Any) -> Any:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
+        # what SQL sees as request.headers (as under PostgREST): the client IP the rate limits key on
+        ip = client_ip(request, settings)
+        request_headers.set({k: v for k, v in (("x-forwarded-for", ip), ("user-agent", request.headers.get("user-agent")),
+                                               ("origin", request.headers.get("origin"))) if v})
         started = time.perf_counter()
         response = await call_next(request)
         app.state.request_stats.observe(function_of(request.url.path, PREFIX), response.status_code,
@@ -96,9 +109,11 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
                                    "path": request.url.path, "status": response.status_code})
         return response
 
+    install_cors(app, settings)  # outermost: preflights are answered before anything else runs
+
     routers = (health.router, admin.router, ask.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
                twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router,
-               printers.router, receipt.router, export.router, metrics.router)
+               printers.router, receipt.router, export.router, metrics.router, verify_checkout.router)
     for router in (*routers, *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,7 +21,8 @@ from brigade.errors import NotFound, wrap_exceptions
 from brigade.providers import Providers, session_expiry
 from brigade.settings import Settings
 from brigade.stripe_events import booking_session_completed, session_completed
-from functions.deps import caller_or_anon, get_pool, get_providers, get_settings
+from functions.cors import ensure_origin_business
+from functions.deps import caller_or_anon, enforce_rate_limits, get_pool, get_providers, get_settings, payable_business
 from functions.stripe_webhook import apply_event
 
 router = APIRouter()
@@ -82,12 +83,17 @@ def session_params(ctx: dict[str, Any], body: CheckoutRequest, settings: Setting
 
 @router.post("/checkout", response_model=CheckoutResponse)
 async def checkout(
+    request: Request,
     body: CheckoutRequest,
     claims: Annotated[Claims, Depends(caller_or_anon)],
     pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
     providers: Annotated[Providers, Depends(get_providers)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> CheckoutResponse:
+    payable = body.order_id or body.booking_id
+    business = await payable_business(pool, body.order_id, body.booking_id)
+    ensure_origin_business(request, business)
+    await enforce_rate_limits(pool, claims, "checkout", business, {"subject": str(payable)})
     if body.booking_id is not None:
         return await _booking_checkout(body, claims, pool, providers, settings)
     async with wrap_exceptions(), transaction_as(pool, claims) as conn:

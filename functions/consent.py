@@ -16,7 +16,8 @@ from psycopg_pool import AsyncConnectionPool
 from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import wrap_exceptions
-from functions.deps import get_pool
+from brigade.settings import Settings
+from functions.deps import client_ip, enforce_rate_limits, get_pool, get_settings
 
 router = APIRouter(prefix="/consent")
 
@@ -25,17 +26,14 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title
 CHANNELS = r"^(EMAIL_MARKETING|SMS_MARKETING|WHATSAPP_MARKETING|REVIEW_REQUEST)$"
 
 
-def client_ip(request: Request) -> str | None:
-    forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
-    return forwarded or (request.client.host if request.client else None)
-
-
 @router.get("/confirm", response_class=HTMLResponse)
 async def confirm(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
+                  settings: Annotated[Settings, Depends(get_settings)],
                   token: Annotated[str, Query(min_length=16, max_length=128)]) -> str:
+    await enforce_rate_limits(pool, Claims.anon(), "consent")
     async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
         row = await (await conn.execute("select app.confirm_consent(%s, %s, %s) as r",
-                                        (token, client_ip(request), request.headers.get("user-agent")))).fetchone()
+                                        (token, client_ip(request, settings), request.headers.get("user-agent")))).fetchone()
     channel = html.escape(row["r"]["channel"].replace("_", " ").lower()) if row else ""
     return PAGE.format(title="Subscription confirmed", text=f"Thank you: {channel} is confirmed.")
 
@@ -44,8 +42,10 @@ async def confirm(request: Request, pool: Annotated[AsyncConnectionPool, Depends
 @router.get("/unsubscribe", response_class=HTMLResponse)
 async def unsubscribe(request: Request, pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
                       b: uuid.UUID, c: uuid.UUID, ch: Annotated[str, Query(pattern=CHANNELS)],
+                      settings: Annotated[Settings, Depends(get_settings)],
                       t: Annotated[str, Query(min_length=64, max_length=80)]) -> str:  # "v<n>.<hex>" or legacy hex
+    await enforce_rate_limits(pool, Claims.anon(), "consent")
     async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
         await conn.execute("select app.unsubscribe(%s, %s, %s, %s, %s, %s)",
-                           (b, c, ch, t, client_ip(request), request.headers.get("user-agent")))
+                           (b, c, ch, t, client_ip(request, settings), request.headers.get("user-agent")))
     return PAGE.format(title="Unsubscribed", text="You will not receive these messages any more.")

@@ -7,9 +7,10 @@ from typing import Annotated, Any, AsyncIterator
 
 import psycopg
 from fastapi import Depends, Request
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from brigade import auth
+from brigade import auth, queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import Forbidden, InvalidInput, ModuleDisabled, Unauthorized, wrap_exceptions
@@ -39,6 +40,35 @@ def caller_or_anon(request: Request, settings: Annotated[Settings, Depends(get_s
     if not request.headers.get("authorization"):
         return Claims.anon()
     return caller(request, settings)
+
+
+def client_ip(request: Request, settings: Settings) -> str | None:
+    """The caller's IP: the first X-Forwarded-For entry behind a trusted proxy, else the socket peer."""
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+        if forwarded:
+            return forwarded[:64]
+    return request.client.host if request.client else None
+
+
+async def payable_business(pool: AsyncConnectionPool, order_id: uuid.UUID | None,
+                           booking_id: uuid.UUID | None) -> uuid.UUID | None:
+    """The business an order or booking belongs to (None when there is no such payable)."""
+    async with transaction_as(pool, Claims.service()) as conn:
+        row = await (await conn.execute(queries.get("payable_business"),
+                                        {"order_id": order_id, "booking_id": booking_id})).fetchone()
+    return row["business_id"] if row else None
+
+
+async def enforce_rate_limits(pool: AsyncConnectionPool, claims: Claims, action: str, business_id: uuid.UUID | None = None,
+                              subjects: dict[str, str] | None = None) -> None:
+    """One committed hit of each of the action's limits (app.rate_limits) for this request, before the
+    work, so failed attempts count too; RateLimited (429 + Retry-After) when one is full. The client IP
+    comes from the request headers the app passes to SQL; the business's own staff are allow-listed."""
+    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+        # the caller's claims stay (auth.uid() for the staff allow-list); the limiter is the platform's
+        await conn.execute("select set_config('role', 'service_role', true)")
+        await conn.execute("select app.enforce_rate_limits(%s, %s, %s)", (action, business_id, Jsonb(subjects or {})))
 
 
 def get_providers(request: Request) -> Providers:

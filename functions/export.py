@@ -10,6 +10,7 @@ GET /functions/v1/report.pdf?business_id=&month=YYYY-MM: the monthly financial r
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated, Any, AsyncIterator, Literal
 
@@ -21,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from brigade import queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
-from brigade.errors import InvalidInput, NotFound, wrap_exceptions
+from brigade.errors import Forbidden, InvalidInput, NotFound, wrap_exceptions
 from brigade.receipts import report_pdf
 from functions.deps import caller, get_pool, reauth_proof
 
@@ -70,16 +71,24 @@ async def export(
 ) -> StreamingResponse:
     if business_id is None and not platform(claims):
         raise InvalidInput("business_id is required", hint="missing_business_id")
+    refused: dict[str, Any] | None = None
     async with wrap_exceptions(), transaction_as(pool, claims, reauth_proof(request)) as conn:
         if not platform(claims):
             row = await (await conn.execute(queries.get("export_access"), {"business_id": business_id})).fetchone()
             if not row or not row["member"]:
                 raise NotFound("no such business among yours", hint="not_found")
-            if type == "customers":  # exporting customers is a sensitive action (issue 15): a fresh PIN where required
-                await conn.execute(queries.get("export_reauth"), {"business_id": business_id})
+            if type == "customers":  # the export_customers permission (issue 22), then a fresh PIN where required (issue 15)
+                allowed = await (await conn.execute(queries.get("export_customers_permitted"), {"business_id": business_id})).fetchone()
+                if allowed and allowed["permitted"]:
+                    await conn.execute(queries.get("export_reauth"), {"business_id": business_id})
+                else:
+                    detail = json.dumps({"business_id": str(business_id), "permission": "export_customers", "export": "customers"})
+                    refused = (await (await conn.execute(queries.get("export_customers_refused"), {"detail": detail})).fetchone() or {})["r"]
         # a malformed from/to is PostgreSQL's 22007/22008, answered as a 400 before anything streams
         window = await (await conn.execute(queries.get("export_range"),
                                            {"business_id": business_id, "from": since, "to": until})).fetchone()
+    if refused is not None:  # raised after the commit, so the audit row stays
+        raise Forbidden(refused["message"], code=refused["code"], hint="permission_denied")
     assert window is not None
     if not window["ordered"]:
         raise InvalidInput("from must be before to", hint="invalid_range")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from brigade import queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
-from brigade.errors import wrap_exceptions
+from brigade.errors import Forbidden, wrap_exceptions
 from brigade.providers import ProviderError, Providers
 from functions.deps import caller, get_pool, get_providers, reauth_proof
 
@@ -55,6 +55,8 @@ async def refund(
             "select public.request_refund(%s, %s, %s, %s, %s) as r",
             (body.order_id, body.amount_cents, Jsonb(lines) if lines else None, body.reason, body.restock))).fetchone()
     req = row["r"] if row else {}
+    if req.get("error") == "permission_denied":  # answered without a raise so that the audit row committed
+        raise Forbidden(req["message"], code=req["code"], hint="permission_denied")
     params = {"payment_intent": req["payment_intent_id"], "amount": req["amount_cents"],
               "metadata": {"refund_id": req["refund_id"], "order_id": req["order_id"], "business_id": req["business_id"]}}
     async with transaction_as(pool, Claims.service()) as conn:

@@ -108,6 +108,8 @@ class FakeStripe:
         self.refund_status = "succeeded"
         server.route("POST", r"/v1/checkout/sessions", self._idempotent(self._session))
         server.route("POST", r"/v1/refunds", self._idempotent(self._refund))
+        server.route("GET", r"/v1/checkout/sessions/(?P<id>cs_[A-Za-z0-9_]+)", self._retrieve)
+        self.stored: dict[str, dict[str, Any]] = {}
 
     def _idempotent(self, handler: Any) -> Any:
         def route(req: Recorded, match: Any) -> Reply:
@@ -123,10 +125,31 @@ class FakeStripe:
     def _session(self, req: Recorded) -> Reply:
         form = {k: v[0] for k, v in req.form.items()}
         n = next(self.counter)
-        return Reply(200, {"id": f"cs_test_{n:04d}", "object": "checkout.session", "mode": "payment", "status": "open",
-                           "payment_status": "unpaid", "url": f"https://checkout.stripe.test/c/pay/cs_test_{n:04d}",
-                           "expires_at": int(form["expires_at"]), "client_reference_id": form.get("client_reference_id"),
-                           "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}})
+        lines = {k.split("]")[0][len("line_items["):] for k in form if k.startswith("line_items[")}
+        amount = sum(int(form[f"line_items[{i}][quantity]"]) * int(form[f"line_items[{i}][price_data][unit_amount]"]) for i in lines)
+        session = {"id": f"cs_test_{n:04d}", "object": "checkout.session", "mode": "payment", "status": "open",
+                   "payment_status": "unpaid", "url": f"https://checkout.stripe.test/c/pay/cs_test_{n:04d}",
+                   "expires_at": int(form["expires_at"]), "client_reference_id": form.get("client_reference_id"),
+                   "amount_total": amount, "currency": form["line_items[0][price_data][currency]"].lower(), "payment_intent": None,
+                   "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}}
+        self.stored[session["id"]] = session
+        return Reply(200, session)
+
+    def _retrieve(self, req: Recorded, match: Any) -> Reply:
+        session = self.stored.get(match["id"])
+        if session is None:
+            return Reply(404, {"error": {"type": "invalid_request_error", "code": "resource_missing",
+                                         "message": f"No such checkout.session: '{match['id']}'"}})
+        return Reply(200, session)
+
+    def pay(self, session_id: str, payment_intent: str) -> dict[str, Any]:
+        """The customer pays on Stripe's page: the session completes (what the webhook will then carry)."""
+        session = self.stored[session_id]
+        session.update(status="complete", payment_status="paid", payment_intent=payment_intent, url=None)
+        return session
+
+    def retrieved(self) -> list[Recorded]:
+        return self.server.calls("GET", r"/v1/checkout/sessions/.+")
 
     def _refund(self, req: Recorded) -> Reply:
         form = {k: v[0] for k, v in req.form.items()}

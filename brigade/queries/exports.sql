@@ -124,6 +124,14 @@ order by src.business_id, src.kind, src.name
 -- May the caller export this business's data: a member (owner, manager, staff), or the operator.
 select app.is_member(%(business_id)s::uuid, '{owner,manager,staff}') as member
 
+-- export_customers_permitted --
+-- Does the member hold export_customers (issue 22: owners, managers, custom roles that list it)?
+select app.has_permission(%(business_id)s::uuid, 'export_customers') as permitted
+
+-- export_customers_refused --
+-- The refused attempt, audited (permission.denied) in a transaction that commits.
+select app.permission_refused(%(detail)s, 'your role does not allow export customers here') as r
+
 -- export_reauth --
 -- BR820/BR821 unless the member holds a fresh PIN grant, when the business requires one (app.require_fresh_pin).
 select app.require_fresh_pin(%(business_id)s::uuid, 'export_customers')

@@ -32,3 +32,7 @@ delete from app.scheduled_runs where scheduled_for < now() - make_interval(days 
 -- prune_workers --
 -- Forget worker copies not seen for an hour.
 delete from app.workers where last_seen_at < now() - interval '1 hour'
+
+-- prune_rate_limit_hits --
+-- Forget rate-limit hits older than their limit's window.
+select app.prune_rate_limit_hits() as pruned

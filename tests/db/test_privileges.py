@@ -49,6 +49,7 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                          "quiet_end quiet_start segment_id subject trigger venue_id"),
                     cols("body cap_count cap_days cap_scope channel delay_seconds dormant_days is_active name product_id quiet_end "
                          "quiet_start segment_id subject venue_id")),
+    "business_roles": (cols("business_id description name permissions"), cols("description name permissions")),
     "booking_promo_codes": (cols("amount_off_cents business_id code expires_at is_active max_redemptions percent_off"),
                             cols("amount_off_cents expires_at is_active max_redemptions percent_off")),
     # insert: the operator only (policy); modules_json, slug, status: the operator only (businesses_guard)
@@ -76,7 +77,7 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "loyalty_tiers": (cols("business_id min_spend_cents multiplier name"), cols("min_spend_cents multiplier name")),
     "marketing_suppressions": (cols("address business_id channel reason"), cols("")),
     "membership_venues": (cols("business_id membership_id venue_id"), cols("")),
-    "memberships": (cols("business_id created_at id role user_id"), cols("role")),
+    "memberships": (cols("business_id created_at custom_role_id id role user_id"), cols("custom_role_id role")),
     "modifier_groups": (cols("business_id created_at id max_choices min_choices name"),
                         cols("business_id created_at id max_choices min_choices name")),
     "modifiers": (cols("business_id cost_cents group_id id is_available name price_cents sort_order"),
@@ -211,7 +212,7 @@ SENSITIVE_READS: dict[tuple[str, str], str] = {
 }
 # A policy qualifies as members-only when it goes through one of these (membership, the operator, drivers).
 MEMBER_HELPERS = r"app\.(my_business_ids|my_venue_keys|is_member|has_venue_access|is_platform_admin|is_platform_or_service" \
-                 r"|operator_can_read|my_driver_keys|served_driver_keys)\("
+                 r"|operator_can_read|my_driver_keys|served_driver_keys|my_permitted_business_ids|my_permitted_venue_keys)\("
 
 
 def sensitive_reads(conn: Conn) -> dict[tuple[str, str], str]:
@@ -321,11 +322,12 @@ AUTHENTICATED_CALLABLE = {
     "cancel_campaign(uuid)", "cancel_delivery(uuid,text)", "cancel_my_deletion()", "change_plan(uuid,text)", "compile_segment(jsonb)",
     "driver_delivery_update(uuid,delivery_status,jsonb)", "export_customer(uuid)", "force_delete_customer(uuid,uuid)",
     "generate_payouts(timestamp with time zone,timestamp with time zone,uuid)", "get_onboarding_status(uuid)",
-    "grant_voice_credits(uuid,integer,text,text)", "has_venue_access(uuid,uuid,membership_role[])",
+    "grant_voice_credits(uuid,integer,text,text)", "has_permission(uuid,text)", "has_venue_access(uuid,uuid,membership_role[])",
     "invite_member(uuid,text,membership_role,uuid[],interval)", "is_member(uuid,membership_role[])", "list_dead_events(integer)",
     "manager_generate_sessions(uuid,integer)", "manager_recompute_segment(uuid)", "mark_payout_paid(uuid,uuid)",
     "merge_customers(uuid,uuid)", "moderate_review(text,uuid,text,text,text)", "my_business_ids(membership_role[])",
-    "my_customer_keys()", "my_driver_keys()", "my_venue_keys(membership_role[])", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
+    "my_customer_keys()", "my_driver_keys()", "my_permitted_business_ids(text)", "my_permitted_venue_keys(text)",
+    "my_venue_keys(membership_role[])", "permission_refused(text,text)", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
     "register_printer(uuid,text,text,text,text[],uuid[],integer)", "reprint_ticket(uuid,uuid)", "rotate_printer_token(uuid)",
     "void_ticket(uuid,text)", "bump_ticket(uuid,text,boolean)",
     # PINs: each acts on the caller's own PIN or checks owner/manager inside; require_fresh_pin only refuses or
@@ -335,7 +337,7 @@ AUTHENTICATED_CALLABLE = {
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
-    "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_dispatch_platform_fee(uuid,uuid,integer)",
+    "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_customer_status(uuid,text,text)", "set_dispatch_platform_fee(uuid,uuid,integer)",
     "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",
     # issue 14: exports leave out pending erasures and venue-limited members see their venues' customers;

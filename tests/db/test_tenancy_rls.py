@@ -368,6 +368,16 @@ def test_every_export_type_under_rls(conn: psycopg.Connection[dict[str, Any]], t
     secret = settings.jwt_secret
     venue_names = {r["id"]: r["name"] for r in conn.execute("select id, name from public.venues where business_id = %s", (a.business_id,))}
 
+    # exporting customers takes the export_customers permission (issue 22), which plain staff lack: a 403, audited;
+    # a custom role that lists it lets this venue-limited staff member export, limited to their venue
+    assert export_csv(functions_server, a.claims("staff"), secret, type="customers", business_id=a.business_id) == (403, [])
+    assert conn.execute("select count(*) as n from public.audit_log where business_id = %s and action = 'permission.denied' "
+                        "and details->>'permission' = 'export_customers'", (a.business_id,)).fetchone() == {"n": 1}
+    role = conn.execute("insert into public.business_roles (business_id, name, permissions) values (%s, 'Front of house', "
+                        "'{cancel_paid_order,dispatch,export_customers}') returning id", (a.business_id,)).fetchone()["id"]  # type: ignore[index]
+    conn.execute("update public.memberships set custom_role_id = %s where business_id = %s and user_id = %s",
+                 (role, a.business_id, a.users["staff"]))
+
     for export_type in EXPORT_TYPES:
         status, owner_rows = export_csv(functions_server, a.claims("owner"), secret, type=export_type, business_id=a.business_id)
         assert status == 200 and owner_rows, f"{export_type}: the owner exports rows"

@@ -29,9 +29,10 @@ async def module_changed(event: Event, ctx: Context) -> None:
 
 @registry.scheduled("maintenance.prune", "15 4 * * *")
 async def prune(ctx: Context) -> None:
-    """Forget old scheduled-run claims and workers gone for an hour."""
+    """Forget old scheduled-run claims, workers gone for an hour and rate-limit hits past their window."""
     await ctx.conn.execute(queries.get("prune_runs"), {"days": 30})
     await ctx.conn.execute(queries.get("prune_workers"))
+    await ctx.conn.execute(queries.get("prune_rate_limit_hits"))
 
 
 # -- issue 9: invitations, claim codes and billing periods -----------------------------------------
