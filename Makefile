@@ -17,8 +17,10 @@ test: $(VENV)/.installed-dev deps
 	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS)
 	BRIGADE_TEST_NOW=hard $(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) -m clock
 
+# Every bench/ script, each bounded in time (bench/run.py); `make bench QUICK=1` runs reduced sizes in under
+# two minutes and writes bench/RESULTS.quick.md instead of RESULTS.md.
 bench: $(VENV)/.installed-dev deps
-	$(VENV)/bin/python bench/outbox.py
+	$(VENV)/bin/python -m bench.run $(if $(QUICK),--quick)
 
 deps:
 	@scripts/ensure-postgres

@@ -20,7 +20,7 @@ import psycopg
 from brigade.localdb import CLUSTER_USER, Cluster, pg_bindir
 from brigade.migrate import migrate
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+RESULTS = Path(os.environ.get("BRIGADE_BENCH_RESULTS") or Path(__file__).with_name("RESULTS.md"))
 
 
 def free_port() -> int:
