@@ -45,10 +45,10 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "activity_schedules": (cols("activity_id business_id capacity created_at ends_on id is_active start_time starts_on weekday"),
                            cols("activity_id business_id capacity created_at ends_on id is_active start_time starts_on weekday")),
     "activity_sessions": (cols("activity_id business_id capacity ends_at starts_at venue_id"), cols("capacity status")),
-    "automations": (cols("body business_id cap_count cap_days cap_scope channel delay_seconds dormant_days is_active name product_id "
-                         "quiet_end quiet_start segment_id subject trigger venue_id"),
-                    cols("body cap_count cap_days cap_scope channel delay_seconds dormant_days is_active name product_id quiet_end "
-                         "quiet_start segment_id subject venue_id")),
+    "automations": (cols("body business_id cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active "
+                         "name product_id quiet_end quiet_start segment_id subject trigger venue_id"),
+                    cols("body cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active name product_id "
+                         "quiet_end quiet_start segment_id subject venue_id")),
     "booking_promo_codes": (cols("amount_off_cents business_id code expires_at is_active max_redemptions percent_off"),
                             cols("amount_off_cents expires_at is_active max_redemptions percent_off")),
     # insert: the operator only (policy); modules_json, slug, status: the operator only (businesses_guard)
@@ -305,17 +305,18 @@ def test_views_are_known(conn: Conn) -> None:
 # Callable by anon (and signed-in callers): the storefront, guest orders and bookings by access token,
 # and helpers the anon-facing policies call.
 ANON_CALLABLE = {
-    "activity_is_public(uuid,uuid,boolean)", "available_sessions(uuid,timestamp with time zone,timestamp with time zone)",
-    "booking_checkout_context(uuid,uuid)", "business_active(uuid)", "cancel_my_booking(uuid,uuid)", "checkout_context(uuid,uuid)",
-    "get_booking(uuid,uuid)", "get_menu(text,text)", "get_order(uuid,uuid)", "get_storefront(text)", "hold_booking(jsonb)",
-    "module_enabled(uuid,text)", "place_order(jsonb)", "rate_delivery(uuid,uuid,integer)", "submit_review(uuid,uuid,jsonb)",
-    "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)",
+    "activity_is_public(uuid,uuid,boolean)", "add_to_cart(text,jsonb)", "apply_cart_voucher(text,text)", "available_sessions(uuid,timestamp with time zone,timestamp with time zone)",
+    "booking_checkout_context(uuid,uuid)", "business_active(uuid)", "cancel_my_booking(uuid,uuid)", "checkout_cart(text)", "checkout_context(uuid,uuid)",
+    "get_booking(uuid,uuid)", "get_cart(text)", "get_menu(text,text)", "get_order(uuid,uuid)", "get_storefront(text)", "hold_booking(jsonb)",
+    "module_enabled(uuid,text)", "place_order(jsonb)", "rate_delivery(uuid,uuid,integer)", "remove_from_cart(text,uuid)",
+    "set_cart_details(text,jsonb)", "start_cart(uuid)", "submit_review(uuid,uuid,jsonb)",
+    "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)", "update_cart_item(text,uuid,jsonb)",
 }
 # Callable by signed-in users only: each checks membership, ownership or the operator inside.
 AUTHENTICATED_CALLABLE = {
     "accept_invitation(text)", "admin_create_business(jsonb)", "admin_set_business_status(uuid,text,text)",
     "assign_delivery(uuid,uuid)", "billing_overview(uuid)", "campaign_preview(uuid,text,uuid)", "cancel_booking(uuid,text,integer)",
-    "cancel_campaign(uuid)", "cancel_delivery(uuid,text)", "cancel_my_deletion()", "change_plan(uuid,text)", "compile_segment(jsonb)",
+    "cancel_campaign(uuid)", "cancel_delivery(uuid,text)", "claim_cart(text)", "cancel_my_deletion()", "change_plan(uuid,text)", "compile_segment(jsonb)",
     "driver_delivery_update(uuid,delivery_status,jsonb)", "export_customer(uuid)", "force_delete_customer(uuid,uuid)",
     "generate_payouts(timestamp with time zone,timestamp with time zone,uuid)", "get_onboarding_status(uuid)",
     "grant_voice_credits(uuid,integer,text,text)", "has_venue_access(uuid,uuid,membership_role[])",
