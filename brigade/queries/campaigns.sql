@@ -34,3 +34,7 @@ select app.record_email_event(%(message_id)s::text, %(type)s::text) as updated
 -- review_request_order --
 -- The order a review request is about, with the access token its review link carries.
 select o.id, o.access_token from public.orders o where o.business_id = %(business_id)s and o.id = %(order_id)s
+
+-- evaluate_abandoned_carts --
+-- Every active cart.abandoned automation: signed-in customers' carts idle past the rule's minutes.
+select app.evaluate_abandoned_carts(null) as sends

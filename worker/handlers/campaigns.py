@@ -105,3 +105,10 @@ async def dormant(ctx: Context) -> None:
     """After the CRM nightly (03:30 UTC): every dormant-N-days rule, set-based; sends are enqueued."""
     row = await (await ctx.conn.execute(queries.get("evaluate_dormant_automations"))).fetchone()
     ctx.log.info("dormant automations", extra={"action": "campaigns_dormant", "sends": row["sends"] if row else 0})
+
+
+@registry.scheduled("campaigns.abandoned_carts", "*/10 * * * *")
+async def abandoned_carts(ctx: Context) -> None:
+    """Every 10 minutes: carts idle past a cart.abandoned rule's minutes become one send per cart."""
+    row = await (await ctx.conn.execute(queries.get("evaluate_abandoned_carts"))).fetchone()
+    ctx.log.info("abandoned carts", extra={"action": "campaigns_abandoned_carts", "sends": row["sends"] if row else 0})
