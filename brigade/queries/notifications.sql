@@ -69,3 +69,36 @@ select app.crm_nightly() as result
 -- recompute_tiers --
 -- Loyalty tiers from trailing-12-month spend.
 select app.recompute_tiers(null) as changed
+
+-- push_subscriptions_of_user --
+-- A user's push subscriptions at a business (every audience: customer, driver, staff).
+select s.id, s.endpoint, s.p256dh, s.auth from public.push_subscriptions s
+where s.business_id = %(business_id)s and s.user_id = %(user_id)s
+order by s.created_at, s.id
+
+-- push_subscriptions_of_customer --
+-- A customer's push subscriptions at a business (their user's, or saved for their record).
+select s.id, s.endpoint, s.p256dh, s.auth, c.user_id from public.customers c
+join public.push_subscriptions s on s.business_id = c.business_id and s.audience = 'customer'
+  and (s.customer_id = c.id or s.user_id = c.user_id)
+where c.business_id = %(business_id)s and c.id = %(customer_id)s
+order by s.created_at, s.id
+
+-- push_delivered --
+-- A push service took a message for this subscription.
+update public.push_subscriptions set last_sent_at = now() where business_id = %(business_id)s and id = %(id)s
+
+-- push_gone --
+-- The push service says the subscription no longer exists (404/410): forget it.
+delete from public.push_subscriptions where business_id = %(business_id)s and id = %(id)s
+
+-- pending_push --
+-- A pending push notification row, locked (one sender), with what rendering it needs.
+select n.id, n.recipient, n.template, n.detail, n.order_id, o.order_number, o.access_token, b.name as business_name,
+       v.name as venue_name
+from public.notification_log n
+join public.businesses b on b.id = n.business_id
+left join public.orders o on o.business_id = n.business_id and o.id = n.order_id
+left join public.venues v on v.business_id = n.business_id and v.id = n.venue_id
+where n.business_id = %(business_id)s and n.id = %(id)s and n.status = 'pending' and n.channel = 'push'
+for update of n skip locked

@@ -46,16 +46,16 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                            cols("activity_id business_id capacity created_at ends_on id is_active start_time starts_on weekday")),
     "activity_sessions": (cols("activity_id business_id capacity ends_at starts_at venue_id"), cols("capacity status")),
     "automations": (cols("body business_id cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active "
-                         "name product_id quiet_end quiet_start segment_id subject trigger venue_id"),
+                         "name product_id push_fallback quiet_end quiet_start segment_id subject trigger venue_id"),
                     cols("body cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active name product_id "
-                         "quiet_end quiet_start segment_id subject venue_id")),
+                         "push_fallback quiet_end quiet_start segment_id subject venue_id")),
     "booking_promo_codes": (cols("amount_off_cents business_id code expires_at is_active max_redemptions percent_off"),
                             cols("amount_off_cents expires_at is_active max_redemptions percent_off")),
     # insert: the operator only (policy); modules_json, slug, status: the operator only (businesses_guard)
     "businesses": (cols("created_at currency id modules_json name slug status time_zone updated_at"),
                    cols("currency modules_json name slug status time_zone")),
-    "campaigns": (cols("body business_id channel name product_id scheduled_at segment_id subject"),
-                  cols("body channel name product_id scheduled_at segment_id subject")),
+    "campaigns": (cols("body business_id channel name product_id push_fallback scheduled_at segment_id subject"),
+                  cols("body channel name product_id push_fallback scheduled_at segment_id subject")),
     "customer_addresses": (cols("business_id city country customer_id delivery_instructions is_default label latitude line1 line2 "
                                 "longitude postal_code region"),
                            cols("city country delivery_instructions is_default label latitude line1 line2 longitude postal_code region")),
@@ -326,7 +326,7 @@ AUTHENTICATED_CALLABLE = {
     "my_customer_keys()", "my_driver_keys()", "my_venue_keys(membership_role[])", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
-    "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
+    "revoke_invitation(uuid)", "save_push_subscription(uuid,jsonb,text,boolean,text)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
     "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_dispatch_platform_fee(uuid,uuid,integer)",
     "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",

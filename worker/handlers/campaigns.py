@@ -18,6 +18,7 @@ from brigade import queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.notify import deliver
+from worker.push import push_to
 from worker.registry import Context, registry
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
@@ -74,8 +75,17 @@ async def send(event: Event, ctx: Context) -> None:
     subject, text, headers = render(ctx, claim, event.business_id)
     template = claim["trigger"]
     try:
-        sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}", business_id=event.business_id,
-                             status_callback=f"{ctx.settings.functions_url}/twilio-sms/status", headers=headers or None)
+        if claim["channel"] == "push":
+            claim["recipient"] = f"customer:{claim['customer_id']}"
+            subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_customer"), {
+                "business_id": event.business_id, "customer_id": claim["customer_id"]})).fetchall()
+            payload = {"title": subject, "body": text, "tag": f"marketing-{send_id}",
+                       **({"unsubscribe_url": unsubscribe_url(ctx, claim, event.business_id)} if claim["marketing"] else {})}
+            sent = await push_to(ctx, event.business_id, subs, payload)
+        else:
+            sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}",
+                                 business_id=event.business_id, status_callback=f"{ctx.settings.functions_url}/twilio-sms/status",
+                                 headers=headers or None)
     except ProviderError as exc:
         await ctx.conn.execute(queries.get("complete_marketing_send"), {**params, "recipient": claim["recipient"], "template": template,
                                "provider": None, "message_id": None, "cost": 0, "error": exc.message})

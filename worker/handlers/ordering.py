@@ -14,6 +14,7 @@ from brigade import queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.notify import deliver, mark
+from worker.push import push_to
 from worker.registry import Context, registry
 
 
@@ -84,6 +85,38 @@ async def order_ready(event: Event, ctx: Context) -> None:
 
 
 
+
+
+STATUS_TEXT = {"accepted": "is accepted", "preparing": "is being prepared", "ready": "is ready at {venue}",
+               "completed": "is complete. Thank you!", "cancelled": "was cancelled"}
+
+
+def render_push(ctx: Context, row: dict[str, Any]) -> dict[str, Any]:
+    """The notification a browser shows: title, body, the page it opens, a tag that replaces the last one."""
+    status = row["detail"].get("status", "")
+    title = f"{row['business_name']}: order #{row['order_number']}"
+    body = f"Order #{row['order_number']} " + STATUS_TEXT.get(status, "was updated").format(venue=row["venue_name"] or "")
+    url = ctx.settings.delivery_tracking_url.format(order_id=row["order_id"], access_token=row["access_token"])
+    return {"title": title, "body": body, "url": url, "tag": f"order-{row['order_id']}"}
+
+
+@registry.on("push.send")
+async def push_send(event: Event, ctx: Context) -> None:
+    """Push one pending notification_log row (order status) to every device of its user."""
+    params = {"business_id": event.business_id, "id": event.payload["notification_id"]}
+    row = await (await ctx.conn.execute(queries.get("pending_push"), params)).fetchone()
+    if row is None:
+        return  # sent by an earlier delivery of this event
+    user_id = row["recipient"].removeprefix("user:")
+    subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_user"), {"business_id": event.business_id,
+                                                                                    "user_id": user_id})).fetchall()
+    try:
+        sent = await push_to(ctx, event.business_id, subs, render_push(ctx, row))
+    except ProviderError as exc:
+        await mark(ctx, event.business_id, row["id"], None, exc.message)
+        ctx.log.info("push not delivered", extra={"action": "push_failed", "business_id": str(event.business_id), "error": exc.message})
+        return
+    await mark(ctx, event.business_id, row["id"], sent, None)
 
 
 async def refund_cancelled(event: Event, ctx: Context) -> None:
