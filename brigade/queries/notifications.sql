@@ -1,7 +1,9 @@
 -- pending_notifications --
 -- The still-pending notifications of an event, with what rendering them needs (locked: one sender).
-select n.id, n.channel, n.recipient, n.template, o.order_number, o.total_cents, o.currency, o.fulfilment,
-       b.name as business_name, v.name as venue_name, v.phone as venue_phone,
+select n.id, n.channel, n.recipient, n.template, o.order_number, o.total_cents, o.currency, o.fulfilment, o.placed_at,
+       b.name as business_name, v.name as venue_name, v.phone as venue_phone, v.time_zone,
+       coalesce((select c.locale from public.customers c where c.business_id = o.business_id and c.id = coalesce(n.customer_id, o.customer_id)),
+                v.default_locale) as locale,
        (select jsonb_agg(jsonb_build_object('name', i.name, 'variant', i.variant_name, 'quantity', i.quantity,
                                             'line_total_cents', i.line_total_cents) order by i.line_number)
         from public.order_items i where i.business_id = o.business_id and i.order_id = o.id) as lines
@@ -95,7 +97,9 @@ delete from public.push_subscriptions where business_id = %(business_id)s and id
 -- pending_push --
 -- A pending push notification row, locked (one sender), with what rendering it needs.
 select n.id, n.recipient, n.template, n.detail, n.order_id, o.order_number, o.access_token, b.name as business_name,
-       v.name as venue_name
+       v.name as venue_name,
+       coalesce((select c.locale from public.customers c where c.business_id = n.business_id and c.id = coalesce(n.customer_id, o.customer_id)),
+                v.default_locale) as locale
 from public.notification_log n
 join public.businesses b on b.id = n.business_id
 left join public.orders o on o.business_id = n.business_id and o.id = n.order_id

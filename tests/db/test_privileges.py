@@ -46,16 +46,16 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                            cols("activity_id business_id capacity created_at ends_on id is_active start_time starts_on weekday")),
     "activity_sessions": (cols("activity_id business_id capacity ends_at starts_at venue_id"), cols("capacity status")),
     "automations": (cols("body business_id cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active "
-                         "name product_id push_fallback quiet_end quiet_start segment_id subject trigger venue_id"),
+                         "name product_id push_fallback quiet_end quiet_start segment_id subject translations trigger venue_id"),
                     cols("body cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active name product_id "
-                         "push_fallback quiet_end quiet_start segment_id subject venue_id")),
+                         "push_fallback quiet_end quiet_start segment_id subject translations venue_id")),
     "booking_promo_codes": (cols("amount_off_cents business_id code expires_at is_active max_redemptions percent_off"),
                             cols("amount_off_cents expires_at is_active max_redemptions percent_off")),
     # insert: the operator only (policy); modules_json, slug, status: the operator only (businesses_guard)
     "businesses": (cols("created_at currency id modules_json name slug status time_zone updated_at"),
                    cols("currency modules_json name slug status time_zone")),
-    "campaigns": (cols("body business_id channel name product_id push_fallback scheduled_at segment_id subject"),
-                  cols("body channel name product_id push_fallback scheduled_at segment_id subject")),
+    "campaigns": (cols("body business_id channel name product_id push_fallback scheduled_at segment_id subject translations"),
+                  cols("body channel name product_id push_fallback scheduled_at segment_id subject translations")),
     "customer_addresses": (cols("business_id city country customer_id delivery_instructions is_default label latitude line1 line2 "
                                 "longitude postal_code region"),
                            cols("city country delivery_instructions is_default label latitude line1 line2 longitude postal_code region")),
@@ -63,7 +63,7 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "customer_payment_methods": (cols(""), cols("is_default")),
     "customer_preferences": (cols("business_id customer_id kind product_id value"), cols("")),
     "customer_tags": (cols("business_id customer_id tag"), cols("")),
-    "customers": (cols(""), cols("allergens email full_name phone")),
+    "customers": (cols(""), cols("allergens email full_name locale phone")),
     "driver_availability_windows": (cols("business_id driver_id ends_at id is_active starts_at weekday"),
                                     cols("ends_at is_active starts_at weekday")),
     "driver_business_assignments": (cols("assigned_at business_id driver_business_id driver_id id is_active pool priority venue_id"),
@@ -115,10 +115,10 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                             cols("business_id closes_at id opens_at venue_id weekday")),
     "venue_products": (cols("business_id is_available product_id unavailable_reason updated_at venue_id"),
                        cols("is_available unavailable_reason")),
-    "venues": (cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at delivery_fee_cents delivery_radius_km "
-                    "id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at"),
-               cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at delivery_fee_cents delivery_radius_km "
-                    "id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at")),
+    "venues": (cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at default_locale delivery_fee_cents "
+                    "delivery_radius_km id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at"),
+               cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at default_locale delivery_fee_cents "
+                    "delivery_radius_km id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at")),
 }
 
 # What the platform sets and no client ever writes, whatever the allow-list says: platform fees,
@@ -327,7 +327,7 @@ AUTHENTICATED_CALLABLE = {
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "save_push_subscription(uuid,jsonb,text,boolean,text)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
-    "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_dispatch_platform_fee(uuid,uuid,integer)",
+    "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_my_locale(uuid,text)", "set_dispatch_platform_fee(uuid,uuid,integer)",
     "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",
 }

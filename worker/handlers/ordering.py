@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from brigade import queries
+from brigade import i18n, queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.notify import deliver, mark
@@ -21,24 +21,24 @@ from worker.registry import Context, registry
 
 
 
-def money(cents: int, currency: str) -> str:
-    return f"{cents / 100:.2f} {currency}"
-
-
 def render(row: dict[str, Any], pickup_code: str | None) -> tuple[str, str]:
-    """(subject, text) of a message."""
-    head = f"{row['business_name']}: order #{row['order_number']}"
+    """(subject, text) of a message, in the customer's language (else the venue's), money and the
+    order time as that locale writes them, in the venue's time zone."""
+    loc = row.get("locale")
+    total = i18n.money(row["total_cents"], row["currency"], loc)
+    head = i18n.text(loc, "order.head", business=row["business_name"], number=row["order_number"])
     if row["template"] == "pickup_code":
-        return head, (f"{head} is paid ({money(row['total_cents'], row['currency'])}). "
-                      f"Your pickup code is {pickup_code}; show it at {row['venue_name']} within 60 minutes.")
+        return head, i18n.text(loc, "order.pickup_code", head=head, total=total, code=pickup_code, venue=row["venue_name"])
     if row["template"] == "order_ready":
-        return head, f"{head} is ready at {row['venue_name']}. Have your pickup code at hand."
+        return head, i18n.text(loc, "order.ready", head=head, venue=row["venue_name"])
     if row["template"] == "receipt":
         lines = "\n".join(f"  {line['quantity']} x {line['name']}" + (f" ({line['variant']})" if line["variant"] else "")
-                          + f"  {money(line['line_total_cents'], row['currency'])}" for line in row["lines"] or [])
-        code = f"\nPickup code: {pickup_code} (valid 60 minutes)" if pickup_code else ""
-        return f"Your receipt — {head}", f"Thank you for your order.\n{lines}\nTotal {money(row['total_cents'], row['currency'])}{code}"
-    return head, f"{head} is confirmed ({money(row['total_cents'], row['currency'])})."
+                          + f"  {i18n.money(line['line_total_cents'], row['currency'], loc)}" for line in row["lines"] or [])
+        placed = i18n.text(loc, "order.receipt_placed", when=i18n.when(row["placed_at"], row["time_zone"], loc)) if row.get("placed_at") else ""
+        code = "\n" + i18n.text(loc, "order.receipt_code", code=pickup_code) if pickup_code else ""
+        return (i18n.text(loc, "order.receipt_subject", head=head),
+                f"{i18n.text(loc, 'order.receipt_thanks')}\n{placed}\n{lines}\n{i18n.text(loc, 'order.receipt_total', total=total)}{code}")
+    return head, i18n.text(loc, "order.confirmed", head=head, total=total)
 
 
 async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: str | None = None) -> list[str]:
@@ -87,17 +87,19 @@ async def order_ready(event: Event, ctx: Context) -> None:
 
 
 
-STATUS_TEXT = {"accepted": "is accepted", "preparing": "is being prepared", "ready": "is ready at {venue}",
-               "completed": "is complete. Thank you!", "cancelled": "was cancelled"}
+PUSH_STATUSES = {"accepted", "preparing", "ready", "completed", "cancelled"}
 
 
 def render_push(ctx: Context, row: dict[str, Any]) -> dict[str, Any]:
-    """The notification a browser shows: title, body, the page it opens, a tag that replaces the last one."""
+    """The notification a browser shows (in the customer's language): title, body, the page it opens,
+    a tag so a newer status replaces the last one."""
+    loc = row.get("locale")
     status = row["detail"].get("status", "")
-    title = f"{row['business_name']}: order #{row['order_number']}"
-    body = f"Order #{row['order_number']} " + STATUS_TEXT.get(status, "was updated").format(venue=row["venue_name"] or "")
+    key = f"push.order.{status}" if status in PUSH_STATUSES else "push.order.updated"
+    title = i18n.text(loc, "order.head", business=row["business_name"], number=row["order_number"])
+    body = i18n.text(loc, key, number=row["order_number"], venue=row["venue_name"] or "")
     url = ctx.settings.delivery_tracking_url.format(order_id=row["order_id"], access_token=row["access_token"])
-    return {"title": title, "body": body, "url": url, "tag": f"order-{row['order_id']}"}
+    return {"title": title, "body": body, "url": url, "tag": f"order-{row['order_id']}", "lang": i18n.pick(loc)}
 
 
 @registry.on("push.send")
