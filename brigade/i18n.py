@@ -25,10 +25,10 @@ SOURCE = "en"
 
 
 @lru_cache
-def catalogs() -> dict[str, dict[str, str]]:
-    """Every shipped catalog: locale -> {key: text} (untranslated entries left out)."""
+def catalogs(directory: Path = LOCALES_DIR) -> dict[str, dict[str, str]]:
+    """Every catalog in the directory: locale -> {key: text} (untranslated entries left out)."""
     out: dict[str, dict[str, str]] = {}
-    for path in sorted(LOCALES_DIR.glob("*.po")):
+    for path in sorted(directory.glob("*.po")):
         with path.open("rb") as fh:
             catalog = read_po(fh, locale=path.stem)
         out[path.stem] = {str(m.id): str(m.string) for m in catalog if m.id and m.string}
