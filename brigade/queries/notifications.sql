@@ -106,3 +106,47 @@ left join public.orders o on o.business_id = n.business_id and o.id = n.order_id
 left join public.venues v on v.business_id = n.business_id and v.id = n.venue_id
 where n.business_id = %(business_id)s and n.id = %(id)s and n.status = 'pending' and n.channel = 'push'
 for update of n skip locked
+
+-- message_nudge_targets --
+-- Who a new message should reach (the other side), with their devices' owner, phone, language, and whether they read the conversation in the last 2 minutes.
+with m as (
+  select m.*, c.kind, c.venue_id, c.order_id, c.customer_user_id, c.driver_business_id, c.driver_id, c.assigned_to,
+         c.customer_seen_at, c.driver_seen_at, c.staff_seen_at
+  from public.conversation_messages m
+  join public.conversations c on c.business_id = m.business_id and c.id = m.conversation_id
+  where m.business_id = %(business_id)s and m.id = %(message_id)s
+), targets as (
+  select 'driver' as role, d.user_id, d.phone, m.driver_seen_at as seen_at, null::text as locale
+  from m join public.drivers d on d.business_id = m.driver_business_id and d.id = m.driver_id
+  where m.kind = 'delivery' and m.sender_role = 'customer'
+  union all
+  select 'customer', m.customer_user_id, coalesce(o.guest_phone, c.phone), m.customer_seen_at, c.locale
+  from m left join public.orders o on o.business_id = m.business_id and o.id = m.order_id
+  left join public.customers c on c.business_id = m.business_id
+    and c.id = coalesce(o.customer_id, (select x.id from public.customers x where x.business_id = m.business_id and x.user_id = m.customer_user_id limit 1))
+  where m.sender_role <> 'customer'
+  union all
+  select 'staff', u.user_id, null, m.staff_seen_at, null
+  from m cross join lateral (
+    select m.assigned_to as user_id where m.assigned_to is not null
+    union
+    select ms.user_id from public.memberships ms where m.assigned_to is null and ms.business_id = m.business_id
+      and ms.role in ('owner', 'manager', 'staff')) u
+  where m.kind = 'support' and m.sender_role = 'customer'
+)
+select t.role, t.user_id, t.phone, coalesce(t.locale, v.default_locale) as locale, v.name as venue_name, o.order_number,
+       m.sender_role, m.kind, m.conversation_id,
+       (t.seen_at is not null and t.seen_at > m.created_at - interval '2 minutes') as online,
+       exists (select 1 from public.push_subscriptions s where s.business_id = m.business_id and s.user_id = t.user_id) as has_push
+from targets t cross join m
+join public.venues v on v.business_id = m.business_id and v.id = m.venue_id
+left join public.orders o on o.business_id = m.business_id and o.id = m.order_id
+
+-- record_message_nudge --
+-- One nudge per (message, recipient, channel); nothing when it was already recorded.
+insert into public.notification_log (business_id, event_key, channel, recipient, template, order_id, venue_id, detail)
+select %(business_id)s, %(event_key)s, %(channel)s, %(recipient)s, 'message_nudge', c.order_id, c.venue_id,
+       jsonb_build_object('conversation_id', c.id, 'role', %(role)s::text)
+from public.conversations c where c.business_id = %(business_id)s and c.id = %(conversation_id)s
+on conflict on constraint notification_log_natural_key do nothing
+returning id
