@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_time
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency
 
@@ -75,3 +75,8 @@ def money(cents: int, currency: str, locale: str | None) -> str:
 def when(at: datetime, time_zone: str | None, locale: str | None, fmt: str = "medium") -> str:
     """A moment in the venue's time zone, as the locale writes dates and times."""
     return format_datetime(at, fmt, tzinfo=ZoneInfo(time_zone or "UTC"), locale=_babel_locale(locale))
+
+
+def clock(at: datetime, time_zone: str | None, locale: str | None) -> str:
+    """A time of day in the venue's time zone, as the locale writes it (2:05 PM, 14:05)."""
+    return format_time(at, "short", tzinfo=ZoneInfo(time_zone or "UTC"), locale=_babel_locale(locale))

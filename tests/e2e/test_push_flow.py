@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from brigade.auth import Claims
 from tests.campaigns_kit import automation, customer, enable, sends
 from tests.conftest import Api, Factory, sqlstate
+from tests.dispatch_kit import DROPOFF, add_driver, delivery_of, make_fleet
 from tests.fakes.http import FakeServer
 from tests.fakes.push import FakePushService, vapid_keys
 from tests.ordering_fixtures import Outside
@@ -117,3 +119,36 @@ def test_a_push_automation_falls_back_to_sms_without_a_subscription(
     logged = conn.execute("select channel, provider from public.notification_log where business_id = %s and event_key like 'marketing:%%' "
                           "order by channel", (b,)).fetchall()
     assert logged == [{"channel": "push", "provider": "webpush"}, {"channel": "sms", "provider": "twilio"}]
+
+
+def test_delivery_steps_reach_a_french_customer_by_sms_and_push(api: Api, conn: Conn, factory: Factory,
+                                                               push: tuple[Outside, FakePushService]) -> None:
+    outside, service = push
+    fleet = make_fleet(conn, factory)
+    b = fleet.tenant.business_id
+    driver = add_driver(conn, factory, fleet, "dan", km_north=0.5)
+    conn.execute("update public.venues set time_zone = 'Europe/Paris' where id = %s", (fleet.menu.venue_id,))
+    pat = signed_in_customer(conn, factory, b)
+    conn.execute("update public.customers set locale = 'fr', phone = '+33612345678' where business_id = %s and user_id = %s", (b, pat.sub))
+    device = service.browser()
+    api.run(pat, "select public.save_push_subscription(%s, %s)", (b, json.dumps(device.subscription())))
+    payload = order_payload(fleet.menu, fulfilment="delivery", customer={"name": "Pat", "phone": "+33612345678"},
+                            delivery_address={"line1": "200 Broadway", "latitude": DROPOFF[0], "longitude": DROPOFF[1]})
+    order = api.run(pat, "select public.place_order(%s) as r", (json.dumps(payload),))[0]["r"]
+    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, "cs_push_d", "pi_push_d")),))
+    for step in ("accepted", "preparing", "ready"):
+        api.run(fleet.tenant.claims("staff"), "select public.set_order_status(%s, %s)", (order["order_id"], step))
+    conn.execute("select app.start_dispatch(%s, %s)", (b, order["order_id"]))
+    delivery = delivery_of(conn, order)
+    api.run(fleet.tenant.claims("staff"), "select public.assign_delivery(%s, %s)", (delivery["id"], driver))
+    drain(outside)
+
+    eta = delivery_of(conn, order)["eta"]
+    head = f"Dispatch Diner : commande n°{order['order_number']}"
+    [sms] = [m["Body"] for m in outside.twilio.messages() if "va vous la livrer" in m["Body"]]
+    assert sms.startswith(f"{head} : Dan va vous la livrer.") and "Votre code PIN est " in sms and "/track?token=" in sms
+    assert eta is not None, "an own driver's delivery has an ETA from assignment"
+    assert f"Arrivée prévue à {eta.astimezone(ZoneInfo('Europe/Paris')):%H:%M}." in sms
+    bodies = [m["body"] for m in service.delivered(device)]
+    assert sms in bodies, bodies
+    assert "La commande n°{} est acceptée".format(order["order_number"]) in bodies
