@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from urllib.parse import urlparse
+
+import httpx
 import psycopg
 import pytest
 
@@ -112,13 +115,19 @@ def test_a_push_automation_falls_back_to_sms_without_a_subscription(
     drain(outside)
     [message] = service.delivered(device)
     assert (message["title"], message["body"]) == ("We miss you", "Hi Sam, your usual is waiting.")
-    assert "/consent/unsubscribe?" in message["unsubscribe_url"]
+    assert "/consent/unsubscribe?" in message["unsubscribe_url"] and "ch=PUSH_MARKETING" in message["unsubscribe_url"]
     sms = [m for m in outside.twilio.messages() if "pickup code" not in m["Body"]]
     assert [m["Body"].split(" Reply STOP")[0] for m in sms] == ["Hi Tess, your usual is waiting."]
     assert {s["customer_id"]: s["status"] for s in sends(conn, b, automation_id=rule)} == {subscribed: "sent", texted: "sent"}
     logged = conn.execute("select channel, provider from public.notification_log where business_id = %s and event_key like 'marketing:%%' "
                           "order by channel", (b,)).fetchall()
     assert logged == [{"channel": "push", "provider": "webpush"}, {"channel": "sms", "provider": "twilio"}]
+    # the notification's unsubscribe link (one-click POST) revokes push marketing in the consent log
+    link = urlparse(message["unsubscribe_url"])
+    assert httpx.post(f"{outside.functions.url}{link.path}?{link.query}").status_code == 200
+    assert [(r["action"], r["source"]) for r in conn.execute(
+        "select action, source from public.customer_consent_log where customer_id = %s and channel = 'PUSH_MARKETING' order by id", (subscribed,))] == [
+        ("GRANTED", "customer"), ("REVOKED", "unsubscribe_link")]
 
 
 def test_delivery_steps_reach_a_french_customer_by_sms_and_push(api: Api, conn: Conn, factory: Factory,
