@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_datetime, format_time
+from babel.dates import format_datetime, format_skeleton, format_time
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency
 
@@ -80,3 +80,10 @@ def when(at: datetime, time_zone: str | None, locale: str | None, fmt: str = "me
 def clock(at: datetime, time_zone: str | None, locale: str | None) -> str:
     """A time of day in the venue's time zone, as the locale writes it (2:05 PM, 14:05)."""
     return format_time(at, "short", tzinfo=ZoneInfo(time_zone or "UTC"), locale=_babel_locale(locale))
+
+
+def day_and_time(at: datetime, time_zone: str | None, locale: str | None) -> str:
+    """A session's start: the weekday and date, then the time, as the locale writes them (Wed, Dec 2, 2026 8:23 PM)."""
+    loc = _babel_locale(locale)
+    zone = ZoneInfo(time_zone or "UTC")
+    return f"{format_skeleton('yMMMEd', at, tzinfo=zone, locale=loc)} {format_time(at, 'short', tzinfo=zone, locale=loc)}"
