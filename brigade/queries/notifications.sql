@@ -49,7 +49,7 @@ returning id
 
 -- consent_recipient --
 -- Who a double opt-in confirmation goes to (not an erased customer).
-select c.email, v.name as venue_name, b.name as business_name
+select c.email, v.name as venue_name, b.name as business_name, coalesce(c.locale, v.default_locale) as locale
 from public.customers c
 join public.businesses b on b.id = c.business_id
 join public.venues v on v.business_id = c.business_id and v.id = %(venue_id)s
@@ -150,3 +150,9 @@ select %(business_id)s, %(event_key)s, %(channel)s, %(recipient)s, 'message_nudg
 from public.conversations c where c.business_id = %(business_id)s and c.id = %(conversation_id)s
 on conflict on constraint notification_log_natural_key do nothing
 returning id
+
+-- claim_code_locale --
+-- The language of a claim code: the signed-in user's customer record at the business, else its first venue's default.
+select coalesce((select c.locale from public.customers c join app.customer_claim_codes k on k.business_id = c.business_id and k.user_id = c.user_id
+                 where c.business_id = %(business_id)s and k.id = %(claim_id)s limit 1),
+                (select v.default_locale from public.venues v where v.business_id = %(business_id)s order by v.created_at limit 1)) as locale
