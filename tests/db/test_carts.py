@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from brigade.auth import Claims
 from tests.conftest import Api, Factory, Tenant, sqlstate
-from tests.ordering_kit import EXPECTED_SUBTOTAL, Menu
+from tests.ordering_kit import EXPECTED_SUBTOTAL, Menu, session_completed
 
 Conn = psycopg.Connection[dict[str, Any]]
 ANON = Claims.anon()
@@ -109,7 +109,7 @@ def test_a_cart_is_priced_exactly_as_place_order_prices(api: Api, conn: Conn, te
     cart out writes that same total."""
     seen = Counter[str]()
 
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=30, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
     @given(case=case_spec)
     def check(case: dict[str, Any]) -> None:
@@ -249,3 +249,31 @@ def test_concurrent_checkouts_of_one_cart_place_one_order(api: Api, conn: Conn, 
         t.join()
     assert len(results) == 8 and len(set(results)) == 1 and isinstance(results[0], str), results
     assert conn.execute("select count(*) as n from public.orders where business_id = %s", (menu.tenant.business_id,)).fetchone() == {"n": 1}
+
+
+def test_a_voucher_is_previewed_in_the_cart_and_applied_by_place_order(api: Api, conn: Conn, menu: Menu, factory: Factory) -> None:
+    b = menu.tenant.business_id
+    rita = Claims.user(factory.user("rita@example.test"), email="rita@example.test")
+    contact = {"name": "Rita", "phone": "+12125550500", "email": "rita@example.test"}
+    first = rpc(api, rita, "place_order", json.dumps({"venue_id": str(menu.venue_id), "customer": contact,
+                                                      "items": [{"product_id": str(menu.products["croissant"]), "quantity": 4}]}))
+    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(first, "cs_cart_v", "pi_cart_v")),))
+    credit = conn.execute("insert into public.rewards (business_id, name, kind, points_cost, credit_cents) values (%s, 'Free delivery', "
+                          "'delivery_credit', 5, 500) returning id", (b,)).fetchone()["id"]  # type: ignore[index]
+    code = rpc(api, rita, "redeem_reward", credit)["code"]
+
+    token = start(api, rita, menu.venue_id)
+    add(api, rita, token, {"product_id": str(menu.products["croissant"]), "quantity": 2})
+    assert sqlstate(lambda: rpc(api, rita, "apply_cart_voucher", token, code)) == "BR116", "a delivery credit on a pickup cart"
+    rpc(api, rita, "set_cart_details", token, json.dumps({"fulfilment": "delivery", "delivery_address": {"line1": "5 Near St"}, "customer": contact}))
+    cart = rpc(api, rita, "apply_cart_voucher", token, code.lower())
+    assert (cart["delivery_fee_cents"], cart["discount_cents"]) == (299, 299), "the credit is capped at the delivery fee"
+    assert cart["total_cents"] == 700 + round(700 * 0.08) and cart["problems"] == []
+
+    rpc(api, rita, "set_cart_details", token, json.dumps({"fulfilment": "pickup"}))
+    assert sqlstate(lambda: rpc(api, rita, "checkout_cart", token)) == "BR191", "the voucher stopped applying: reported, not dropped"
+    assert [p["code"] for p in rpc(api, rita, "get_cart", token)["problems"]] == ["BR116"]
+    rpc(api, rita, "set_cart_details", token, json.dumps({"fulfilment": "delivery"}))
+    order = rpc(api, rita, "checkout_cart", token)
+    assert (order["discount_cents"], order["total_cents"]) == (cart["discount_cents"], cart["total_cents"])
+    assert conn.execute("select status from public.reward_redemptions where code = %s", (code,)).fetchone() == {"status": "reserved"}
