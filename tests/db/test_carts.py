@@ -189,6 +189,15 @@ def test_unavailable_and_repriced_lines_are_reported_then_the_cart_orders_once(a
     assert sqlstate(lambda: rpc(api, ANON, "checkout_cart", token)) == "BR191"
     rpc(api, ANON, "remove_from_cart", token, gone["item_id"])
 
+    # closed today (and tomorrow, should the day turn meanwhile): reported on the cart, refused by place_order at checkout
+    closed = ("insert into public.venue_hours_exceptions (business_id, venue_id, on_date, is_closed) "
+              "select %s, %s, (now() at time zone v.time_zone)::date + d, true from public.venues v, generate_series(0, 1) d where v.id = %s")
+    conn.execute(closed, (b, venue, venue))
+    shut = rpc(api, ANON, "get_cart", token)
+    assert shut["venue_open"] is False and [p["code"] for p in shut["problems"]] == ["BR101"]
+    assert sqlstate(lambda: rpc(api, ANON, "checkout_cart", token)) == "BR101"
+    conn.execute("delete from public.venue_hours_exceptions where business_id = %s", (b,))
+
     order = rpc(api, ANON, "checkout_cart", token)
     assert order["total_cents"] == cart["total_cents"] and [(x["name"], x["quantity"], x["unit_price_cents"]) for x in order["lines"]] == [("Croissant", 2, 400)]
     repeat = rpc(api, ANON, "checkout_cart", token)
