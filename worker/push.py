@@ -20,7 +20,7 @@ async def push_to(ctx: Context, business_id: Any, subscriptions: list[dict[str, 
     for sub in subscriptions:
         info = {"endpoint": sub["endpoint"], "keys": {"p256dh": sub["p256dh"], "auth": sub["auth"]}}
         result = await ctx.providers.push.push(info, payload, ttl=ctx.settings.push_ttl_seconds)
-        params = {"business_id": business_id, "id": sub["id"]}
+        params = {"business_id": sub.get("business_id", business_id), "id": sub["id"]}  # a driver's device may be saved elsewhere
         if result.gone:
             await ctx.conn.execute(queries.get("push_gone"), params)
             gone += 1

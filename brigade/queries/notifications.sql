@@ -156,3 +156,9 @@ returning id
 select coalesce((select c.locale from public.customers c join app.customer_claim_codes k on k.business_id = c.business_id and k.user_id = c.user_id
                  where c.business_id = %(business_id)s and k.id = %(claim_id)s limit 1),
                 (select v.default_locale from public.venues v where v.business_id = %(business_id)s order by v.created_at limit 1)) as locale
+
+-- push_subscriptions_of_driver --
+-- A driver's devices, wherever they saved them (a shared driver serves several businesses).
+select s.id, s.business_id, s.endpoint, s.p256dh, s.auth from public.push_subscriptions s
+where s.user_id = %(user_id)s and s.audience = 'driver'
+order by s.created_at, s.id

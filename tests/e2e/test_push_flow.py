@@ -139,8 +139,9 @@ def test_delivery_steps_reach_a_french_customer_by_sms_and_push(api: Api, conn: 
     conn.execute("update public.venues set time_zone = 'Europe/Paris' where id = %s", (fleet.menu.venue_id,))
     pat = signed_in_customer(conn, factory, b)
     conn.execute("update public.customers set locale = 'fr', phone = '+33612345678' where business_id = %s and user_id = %s", (b, pat.sub))
-    device = service.browser()
+    device, van = service.browser(), service.browser()
     api.run(pat, "select public.save_push_subscription(%s, %s)", (b, json.dumps(device.subscription())))
+    api.run(fleet.claims("dan"), "select public.save_push_subscription(%s, %s, 'driver')", (b, json.dumps(van.subscription())))
     payload = order_payload(fleet.menu, fulfilment="delivery", customer={"name": "Pat", "phone": "+33612345678"},
                             delivery_address={"line1": "200 Broadway", "latitude": DROPOFF[0], "longitude": DROPOFF[1]})
     order = api.run(pat, "select public.place_order(%s) as r", (json.dumps(payload),))[0]["r"]
@@ -161,3 +162,7 @@ def test_delivery_steps_reach_a_french_customer_by_sms_and_push(api: Api, conn: 
     bodies = [m["body"] for m in service.delivered(device)]
     assert sms in bodies, bodies
     assert "La commande n°{} est acceptée".format(order["order_number"]) in bodies
+    [offer] = service.delivered(van)  # the driver's device got the offer (the venue's default language: English)
+    assert offer["title"] == "Main" and offer["body"].startswith("New delivery from Main, ") and offer["body"].endswith("seconds.")
+    assert conn.execute("select count(*) as n from public.delivery_offers where business_id = %s and id = %s",
+                        (b, offer["offer_id"])).fetchone() == {"n": 1}

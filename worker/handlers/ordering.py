@@ -110,10 +110,18 @@ async def push_send(event: Event, ctx: Context) -> None:
     if row is None:
         return  # sent by an earlier delivery of this event
     user_id = row["recipient"].removeprefix("user:")
-    subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_user"), {"business_id": event.business_id,
-                                                                                    "user_id": user_id})).fetchall()
+    if row["template"] == "delivery_offer":
+        subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_driver"), {"user_id": user_id})).fetchall()
+        d = row["detail"]
+        payload = {"title": row["venue_name"], "tag": f"offer-{d['offer_id']}", "lang": i18n.pick(row.get("locale")),
+                   "body": i18n.text(row.get("locale"), "push.delivery_offer", venue=row["venue_name"], km=d.get("distance_km") or "?",
+                                     seconds=d.get("seconds", 0)), "offer_id": d["offer_id"]}
+    else:
+        subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_user"), {"business_id": event.business_id,
+                                                                                        "user_id": user_id})).fetchall()
+        payload = render_push(ctx, row)
     try:
-        sent = await push_to(ctx, event.business_id, subs, render_push(ctx, row))
+        sent = await push_to(ctx, event.business_id, subs, payload)
     except ProviderError as exc:
         await mark(ctx, event.business_id, row["id"], None, exc.message)
         ctx.log.info("push not delivered", extra={"action": "push_failed", "business_id": str(event.business_id), "error": exc.message})
