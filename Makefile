@@ -22,6 +22,7 @@ bench: $(VENV)/.installed-dev deps
 
 deps:
 	@scripts/ensure-postgres
+	@scripts/ensure-fonts
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -26,19 +26,22 @@ async def open_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, name: st
     return pool
 
 
-async def apply_claims(conn: psycopg.AsyncConnection[Any], claims: Claims) -> None:
-    """Inside the open transaction: switch role and claims the way PostgREST does before a request."""
+async def apply_claims(conn: psycopg.AsyncConnection[Any], claims: Claims, headers: dict[str, str] | None = None) -> None:
+    """Inside the open transaction: switch role and claims (and the request headers SQL may read, with
+    lower-cased names) the way PostgREST does before a request."""
     role = claims.role if claims.role in API_ROLES else "anon"
     await conn.execute(
-        "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-        (role, json.dumps(claims.as_dict())),
+        "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true), "
+        "set_config('request.headers', %s, true)",
+        (role, json.dumps(claims.as_dict()), json.dumps({k.lower(): v for k, v in (headers or {}).items()})),
     )
 
 
 @asynccontextmanager
-async def transaction_as(pool: AsyncConnectionPool, claims: Claims) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+async def transaction_as(pool: AsyncConnectionPool, claims: Claims,
+                         headers: dict[str, str] | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """One transaction on a pooled connection, running as the caller the claims describe."""
     async with pool.connection() as conn:
         async with conn.transaction():
-            await apply_claims(conn, claims)
+            await apply_claims(conn, claims, headers)
             yield conn

@@ -18,6 +18,7 @@ import psycopg
 import stripe
 from psycopg.rows import dict_row
 
+from brigade import printing
 from brigade.auth import Claims
 from brigade.settings import Settings
 from brigade.stripe_events import session_completed
@@ -183,6 +184,11 @@ def run(settings: Settings, locale: str | None = None) -> int:
         step("The fan-out, written in the same transaction")
         ticket = db.execute("select items, allergens, status from public.kitchen_tickets where order_id = %s", (order["order_id"],)).fetchone()
         print("kitchen ticket:", json.dumps(ticket["items"]), "| allergens:", ticket["allergens"], "|", ticket["status"])  # type: ignore[index]
+        for job in db.execute("select p.name, p.protocol, j.document from public.print_jobs j join public.printers p "
+                              "on p.business_id = j.business_id and p.id = j.printer_id where j.order_id = %s order by j.seq",
+                              (order["order_id"],)):
+            print(f"\nprint job for {job['name']} ({job['protocol']}), as the printer prints it:")
+            print(printing.render_text(job["document"]), end="")
         after = {r["sku"]: float(r["quantity"]) for r in db.execute("select sku, quantity from public.stock_items where venue_id = %s", (DOWNTOWN,))}
         print("stock used:", {k: round(stock_before[k] - v, 3) for k, v in after.items() if stock_before[k] != v})
         pts = db.execute("select a.balance from public.loyalty_accounts a join public.orders o on o.customer_id = a.customer_id "
@@ -221,4 +227,14 @@ def run(settings: Settings, locale: str | None = None) -> int:
                            "from public.orders o join public.order_profit p on p.order_id = o.id where o.id = %s", (order["order_id"],)).fetchone()
         print(f"order #{order['order_number']} is {final['status']}; profit: {json.dumps({k: float(v) for k, v in final.items() if k != 'status'})}")  # type: ignore[index, union-attr]
         win_back(settings, db)
+
+        step("The receipt (GET /functions/v1/receipt with the order's access token)")
+        r = httpx.get(f"{base}/receipt", params={"order_id": order["order_id"], "token": order["access_token"]}, timeout=30)
+        r.raise_for_status()
+        path = settings.data_dir / "receipts" / f"receipt-{order['order_number']}.pdf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(r.content)
+        print(f"the receipt emailed to the guest (HTML, with the PDF attached) is also at {base}/receipt?order_id={order['order_id']}"
+              f"&token={order['access_token']}&format=html")
+        print(f"receipt PDF of order #{order['order_number']}: {path.resolve()}")
     return 0

@@ -8,6 +8,7 @@ The official SDKs are synchronous; their calls run in a thread so the event loop
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import uuid
@@ -34,6 +35,15 @@ class Sent:
     message_id: str
     status: str
     cost_cents: float
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file attached to an email (the receipt PDF)."""
+
+    filename: str
+    content: bytes
+    content_type: str = "application/pdf"
 
 
 @dataclass
@@ -72,7 +82,8 @@ class Voice(Protocol):
 
 class Email(Protocol):
     async def send(self, to: str, subject: str, text: str, *, idempotency_key: str,
-                   headers: dict[str, str] | None = None) -> Sent: ...
+                   headers: dict[str, str] | None = None, html: str | None = None,
+                   attachments: list[Attachment] | None = None) -> Sent: ...
 
 
 @dataclass
@@ -126,8 +137,20 @@ class LogEmail:
         self.settings = settings
 
     async def send(self, to: str, subject: str, text: str, *, idempotency_key: str,
-                   headers: dict[str, str] | None = None) -> Sent:
-        _record_locally(self.settings, "email", {"to": to, "subject": subject, "text": text, **({"headers": headers} if headers else {})})
+                   headers: dict[str, str] | None = None, html: str | None = None,
+                   attachments: list[Attachment] | None = None) -> Sent:
+        files = []
+        for attachment in attachments or []:
+            # the local run's "inbox": attachments are written next to the outbox file
+            path = self.settings.data_dir / "attachments" / attachment.filename
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(attachment.content)
+                files.append(str(path))
+            except OSError as exc:
+                log.warning("could not write an attachment", extra={"action": "log_provider", "error": str(exc)})
+        _record_locally(self.settings, "email", {"to": to, "subject": subject, "text": text, **({"headers": headers} if headers else {}),
+                                                 **({"html_bytes": len(html)} if html else {}), **({"attachments": files} if files else {})})
         return Sent("log", f"log-email-{uuid.uuid4().hex[:12]}", "sent", 0.0)
 
 
@@ -261,10 +284,16 @@ class ResendEmail:
         self.resend = resend
 
     async def send(self, to: str, subject: str, text: str, *, idempotency_key: str,
-                   headers: dict[str, str] | None = None) -> Sent:
+                   headers: dict[str, str] | None = None, html: str | None = None,
+                   attachments: list[Attachment] | None = None) -> Sent:
         params: dict[str, Any] = {"from": self.settings.email_from, "to": [to], "subject": subject, "text": text}
         if headers:
             params["headers"] = headers
+        if html:
+            params["html"] = html
+        if attachments:  # Resend takes the content base64-encoded
+            params["attachments"] = [{"filename": a.filename, "content": base64.b64encode(a.content).decode("ascii"),
+                                      "content_type": a.content_type} for a in attachments]
         try:
             result = await asyncio.to_thread(self.resend.Emails.send, params, {"idempotency_key": idempotency_key})
         except Exception as exc:  # resend raises its own ResendError family and requests errors

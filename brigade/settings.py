@@ -138,7 +138,24 @@ class Settings(BaseSettings):
     voice_llm_timeout: float = 8.0
     voice_min_confidence: float = 0.3
 
+    # Conversational admin (issue 17): "auto" uses the OpenAI-compatible endpoint when ask_llm_base_url is set and the
+    # offline rules otherwise; "rules" or "llm" force one. The rules also answer whenever the endpoint fails.
+    ask_backend: str = "auto"
+    ask_llm_base_url: str = ""
+    ask_llm_api_key: str = ""
+    ask_llm_model: str = "gpt-4o-mini"
+    ask_llm_timeout: float = 15.0
+    ask_llm_max_rounds: int = 3
+
     log_format: str = "text"
+
+    # GET /functions/v1/metrics (Prometheus) answers only `Authorization: Bearer <metrics_token>`; empty: 404.
+    metrics_token: str = ""
+    metrics_flush_seconds: float = 5.0
+    # Who the alert rules tell when a rule names nobody: emails (comma-separated) and a webhook URL
+    # (Slack's incoming webhook, or anything taking {"text": ...} as JSON).
+    alert_emails: str = ""
+    alert_webhook_url: str = ""
 
     @classmethod
     def settings_customise_sources(

@@ -55,6 +55,20 @@ async def replay(dead_id: int, conn: Conn) -> Any:
     return {"replayed": dead_id, "msg_id": row["msg_id"] if row else None}
 
 
+@router.get("/alerts")
+async def list_alerts(conn: Conn, status: str = Query(default="open", pattern="^(open|all)$"), limit: int = 100) -> Any:
+    """Alerts the rules opened (app.alert_rules), newest first: open ones, or all."""
+    row = await (await conn.execute(queries.get("list_alerts"), {"open": status == "open", "limit": limit})).fetchone()
+    return {"alerts": row["alerts"] if row else []}
+
+
+@router.post("/alerts/{alert_id}/ack")
+async def acknowledge_alert(alert_id: int, conn: Conn) -> Any:
+    """Acknowledge an alert: no more reminders; it closes by itself when its condition clears."""
+    row = await (await conn.execute(queries.get("acknowledge_alert"), {"id": alert_id})).fetchone()
+    return row["alert"] if row else None
+
+
 @router.get("/workers")
 async def workers(pool: Annotated[AsyncConnectionPool, Depends(get_pool)]) -> Any:
     """Worker copies and outbox depth (operational data, read with the function's own role)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
@@ -15,10 +17,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from brigade.db import open_pool
 from brigade.errors import BrigadeError
+from brigade.metrics import RequestStats, function_of
 from brigade.settings import Settings, get_settings
 from brigade.providers import Providers
-from functions import (admin, checkout, consent, delivery_webhook, health, payouts, refund, resend_webhook, stripe_webhook,
-                       twilio_sms, twilio_voice)
+from functions import (admin, ask, checkout, consent, delivery_webhook, export, health, metrics, payouts, printers, receipt, refund,
+                       resend_webhook, stripe_webhook, twilio_sms, twilio_voice)
 
 log = logging.getLogger("brigade.functions")
 PREFIX = "/functions/v1"
@@ -61,9 +64,13 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = pool is None
         app.state.pool = pool or await open_pool(settings.dsn, min_size=1, max_size=20, name="functions", wait=False)
+        stop = asyncio.Event()
+        flusher = asyncio.create_task(app.state.request_stats.flush_every(app.state.pool, settings.metrics_flush_seconds, stop))
         try:
             yield
         finally:
+            stop.set()
+            await flusher  # the last counts reach app.function_stats before the pool closes
             if own:
                 await app.state.pool.close()
 
@@ -71,6 +78,7 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
                   openapi_url=f"{PREFIX}/openapi.json")
     app.state.settings = settings
     app.state.providers = Providers.from_settings(settings)
+    app.state.request_stats = RequestStats()
     if pool is not None:
         app.state.pool = pool
     install_error_handlers(app)
@@ -79,14 +87,18 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
     async def request_id(request: Request, call_next: Any) -> Any:
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
+        started = time.perf_counter()
         response = await call_next(request)
+        app.state.request_stats.observe(function_of(request.url.path, PREFIX), response.status_code,
+                                        (time.perf_counter() - started) * 1000)
         response.headers["x-request-id"] = rid
         log.info("request", extra={"action": "request", "request_id": rid, "method": request.method,
                                    "path": request.url.path, "status": response.status_code})
         return response
 
-    routers = (health.router, admin.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
-               twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router)
+    routers = (health.router, admin.router, ask.router, checkout.router, consent.router, stripe_webhook.router, refund.router,
+               twilio_sms.router, resend_webhook.router, twilio_voice.router, delivery_webhook.router, payouts.router,
+               printers.router, receipt.router, export.router, metrics.router)
     for router in (*routers, *(extra_routers or [])):
         app.include_router(router, prefix=PREFIX)
     return app

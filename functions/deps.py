@@ -81,3 +81,12 @@ def module_gate(module: str):  # type: ignore[no-untyped-def]
             await ensure_module(conn, business_id, module)
 
     return Depends(gate)
+
+
+# The PIN re-auth proof (app.require_fresh_pin) travels in these headers, as PostgREST passes them to SQL.
+REAUTH_HEADERS = ("x-brigade-reauth", "x-brigade-device")
+
+
+def reauth_proof(request: Request) -> dict[str, str]:
+    """The caller's re-auth headers, to forward to SQL as `request.headers` (transaction_as(..., headers=))."""
+    return {h: request.headers[h] for h in REAUTH_HEADERS if h in request.headers}

@@ -1,13 +1,15 @@
 """POST /functions/v1/refund: a manager refunds an order — all of what is left, an amount, or chosen
 lines — through Stripe with an idempotency key. The request is recorded first (so a retry reuses
-its key), Stripe's answer second; the webhook reconciles whatever Stripe says later."""
+its key), Stripe's answer second; the webhook reconciles whatever Stripe says later. Where the business
+requires PIN re-authentication, the caller's X-Brigade-Reauth / X-Brigade-Device headers are forwarded
+to SQL, which refuses the refund without a fresh grant (BR820 / BR821, 400 as PostgREST answers them)."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,7 +19,7 @@ from brigade.auth import Claims
 from brigade.db import transaction_as
 from brigade.errors import wrap_exceptions
 from brigade.providers import ProviderError, Providers
-from functions.deps import caller, get_pool, get_providers
+from functions.deps import caller, get_pool, get_providers, reauth_proof
 
 router = APIRouter()
 
@@ -41,13 +43,14 @@ async def _record(pool: AsyncConnectionPool, req: dict[str, Any], refund_id: str
 
 @router.post("/refund")
 async def refund(
+    request: Request,
     body: RefundRequest,
     claims: Annotated[Claims, Depends(caller)],
     pool: Annotated[AsyncConnectionPool, Depends(get_pool)],
     providers: Annotated[Providers, Depends(get_providers)],
 ) -> dict[str, Any]:
     lines = {str(k): v for k, v in body.lines.items()} if body.lines else None
-    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+    async with wrap_exceptions(), transaction_as(pool, claims, reauth_proof(request)) as conn:
         row = await (await conn.execute(
             "select public.request_refund(%s, %s, %s, %s, %s) as r",
             (body.order_id, body.amount_cents, Jsonb(lines) if lines else None, body.reason, body.restock))).fetchone()

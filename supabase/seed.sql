@@ -213,3 +213,16 @@ insert into public.venue_dispatch_rules (business_id, venue_id, offer_timeout_se
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000101', 10, 20, '{uber,doordash}')
 on conflict do nothing;
 -- ---- end dispatch
+
+-- section kitchen (issue 15): stations, and two printers at Downtown the local run prints to. Their device
+-- tokens are fixed and public (like the local JWT secret): point a real printer at them locally, and
+-- register your own (public.register_printer) anywhere else.
+update public.product_categories set station = case id when '00000000-0000-4000-8000-0000000c0001' then 'bar'
+                                                       when '00000000-0000-4000-8000-0000000c0002' then 'pastry' else 'kitchen' end
+where business_id = '00000000-0000-4000-8000-000000000001' and station is null;
+insert into public.printers (business_id, venue_id, id, name, kind, protocol, stations, paper_width_mm, device_token_hash) values
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000101', '00000000-0000-4000-8000-0000000b7001',
+   'Bar (Star)', 'kitchen', 'star_cloudprnt', '{bar}', 80, app.device_token_hash('prt_demo_bar_star')),
+  ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-000000000101', '00000000-0000-4000-8000-0000000b7002',
+   'Kitchen (Epson)', 'kitchen', 'epson_sdp', '{pastry,kitchen}', 80, app.device_token_hash('prt_demo_kitchen_epson'))
+on conflict do nothing;

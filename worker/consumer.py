@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import traceback
 from typing import Any
 
@@ -52,6 +53,7 @@ class Consumer:
         """Run one event's handler; True when it is done with (handled, unknown topic or buried)."""
         handler = self.registry.handlers.get(event.topic)
         ids = {"event_id": event.msg_id, "topic": event.topic, "business_id": str(event.business_id), "attempt": event.attempt}
+        started = time.perf_counter()
         try:
             async with self.pool.connection() as conn:
                 async with conn.transaction():
@@ -63,6 +65,9 @@ class Consumer:
                     row = await (await conn.execute(queries.get("ack_event"), {"msg_id": event.msg_id})).fetchone()
                     if not row or not row["deleted"]:
                         raise LeaseLost(f"event {event.msg_id} was acknowledged by another worker")
+                    # counted with the acknowledgement: a rolled-back run counts nothing
+                    await conn.execute(queries.get("record_handler_stat"), {
+                        "topic": event.topic, "outcome": "ok", "ms": (time.perf_counter() - started) * 1000})
             self.handled += 1
             return True
         except LeaseLost:
@@ -71,11 +76,13 @@ class Consumer:
         except Exception as exc:  # a handler may fail in any way; the event must survive it
             self.failed += 1
             error = "".join(traceback.format_exception_only(exc)).strip()
-            await self._failed(event, error, ids)
+            await self._failed(event, error, ids, (time.perf_counter() - started) * 1000)
             return False
 
-    async def _failed(self, event: Event, error: str, ids: dict[str, Any]) -> None:
+    async def _failed(self, event: Event, error: str, ids: dict[str, Any], ms: float = 0.0) -> None:
         async with self.pool.connection() as conn:
+            await conn.execute(queries.get("record_handler_stat"), {
+                "topic": event.topic, "outcome": "dead" if event.attempt >= self.settings.worker_max_attempts else "retry", "ms": ms})
             if event.attempt >= self.settings.worker_max_attempts:
                 row = await (await conn.execute(queries.get("bury_event"), {"msg_id": event.msg_id, "error": error})).fetchone()
                 self.log.error("event dead after last attempt", extra={"action": "event_dead", "error": error,

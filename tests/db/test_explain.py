@@ -36,3 +36,20 @@ def test_outbox_next_visible_uses_the_vt_index(conn: psycopg.Connection[dict[str
     conn.execute("analyze pgmq.q_brigade_events")
     text = plan(conn, queries.get("next_event_in"))
     assert "q_brigade_events_vt_idx" in text and "Seq Scan" not in text, text
+
+
+def test_a_printers_next_job_uses_the_pending_index(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    """Every printer asks every few seconds (app.printer_poll / printer_take_job): its next job must
+    come from the partial index of waiting jobs, not a scan of the printed history."""
+    b = conn.execute("insert into public.businesses (name, slug) values ('Print', 'print-explain') returning id").fetchone()["id"]  # type: ignore[index]
+    v = conn.execute("insert into public.venues (business_id, name, slug) values (%s, 'V', 'v') returning id", (b,)).fetchone()["id"]  # type: ignore[index]
+    printers = [conn.execute("insert into public.printers (business_id, venue_id, name, kind, protocol, device_token_hash) "
+                             "values (%s, %s, %s, 'kitchen', 'epson_sdp', %s) returning id", (b, v, f"P{n}", f"h{n}")).fetchone()["id"]  # type: ignore[index]
+                for n in range(20)]
+    conn.execute("insert into public.print_jobs (business_id, venue_id, printer_id, kind, status, document) "
+                 "select %s, %s, (%s::uuid[])[1 + g %% 20], 'ticket', case when g %% 100 = 0 then 'queued' else 'printed' end, '{}' "
+                 "from generate_series(1, 20000) g", (b, v, printers))
+    conn.execute("analyze public.print_jobs")
+    text = plan(conn, "select j.* from public.print_jobs j where j.printer_id = %s and j.business_id = %s "
+                      "and j.status in ('queued', 'sent') order by j.seq limit 1", (printers[3], b))
+    assert "print_jobs_pending_idx" in text and "Seq Scan" not in text, text

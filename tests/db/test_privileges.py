@@ -53,7 +53,7 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                             cols("amount_off_cents expires_at is_active max_redemptions percent_off")),
     # insert: the operator only (policy); modules_json, slug, status: the operator only (businesses_guard)
     "businesses": (cols("created_at currency id modules_json name slug status time_zone updated_at"),
-                   cols("currency modules_json name slug status time_zone")),
+                   cols("currency locale modules_json name slug status time_zone")),
     "campaigns": (cols("body business_id channel name product_id push_fallback scheduled_at segment_id subject translations"),
                   cols("body channel name product_id push_fallback scheduled_at segment_id subject translations")),
     "customer_addresses": (cols("business_id city country customer_id delivery_instructions is_default label latitude line1 line2 "
@@ -83,15 +83,16 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                   cols("business_id cost_cents group_id id is_available name price_cents sort_order")),
     # status only along the status machine (orders_guard); payment_status is Stripe's
     "orders": (cols(""), cols("cancel_reason status")),
-    "product_categories": (cols("business_id created_at id is_active name parent_id sort_order"),
-                           cols("business_id created_at id is_active name parent_id sort_order")),
+    "printers": (cols(""), cols("category_ids is_active name paper_width_mm stations")),  # registered through register_printer
+    "product_categories": (cols("business_id created_at id is_active name parent_id sort_order station"),
+                           cols("business_id created_at id is_active name parent_id sort_order station")),
     "product_modifier_groups": (cols("business_id group_id product_id sort_order"), cols("")),
     "product_variants": (cols("business_id cost_adjustment_cents id is_available is_default name price_adjustment_cents product_id sort_order"),
                          cols("business_id cost_adjustment_cents id is_available is_default name price_adjustment_cents product_id sort_order")),
     "products": (cols("allergens business_id category_id cost_cents created_at description id image_urls is_published name "
-                      "prep_time_minutes price_cents sku sort_order updated_at"),
+                      "prep_time_minutes price_cents sku sort_order station updated_at"),
                  cols("allergens business_id category_id cost_cents created_at description id image_urls is_published name "
-                      "prep_time_minutes price_cents sku sort_order updated_at")),
+                      "prep_time_minutes price_cents sku sort_order station updated_at")),
     "recipe_lines": (cols("business_id id modifier_id product_id quantity stock_sku variant_id"),
                      cols("business_id id modifier_id product_id quantity stock_sku variant_id")),
     "rewards": (cols("business_id credit_cents is_active kind name points_cost product_id"), cols("is_active name points_cost")),
@@ -185,6 +186,7 @@ SENSITIVE_READS: dict[tuple[str, str], str] = {
     ("business_payouts", "platform_fee_cents"): "members",
     ("businesses", "application_fee_bps"): "members",
     ("businesses", "payout_schedule"): "members",  # when the business is paid out: its own setting to read
+    ("businesses", "require_pin_reauth"): "members",  # whether its sensitive actions ask for a PIN: its own setting
     ("credit_transactions", "idempotency_key"): "members",
     ("driver_earnings", "payout_status"): "members",
     ("driver_earnings", "platform_fee_cents"): "members",
@@ -311,6 +313,7 @@ ANON_CALLABLE = {
     "module_enabled(uuid,text)", "order_messages(uuid,uuid)", "place_order(jsonb)", "rate_delivery(uuid,uuid,integer)", "remove_from_cart(text,uuid)", "send_order_message(uuid,uuid,text,text)",
     "set_cart_details(text,jsonb)", "start_cart(uuid)", "submit_review(uuid,uuid,jsonb)",
     "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)", "update_cart_item(text,uuid,jsonb)",
+    "receipt(text,uuid,uuid)",  # the token holder, the order's customer, venue staff, the platform; PT404 otherwise
 }
 # Callable by signed-in users only: each checks membership, ownership or the operator inside.
 AUTHENTICATED_CALLABLE = {
@@ -324,12 +327,24 @@ AUTHENTICATED_CALLABLE = {
     "manager_generate_sessions(uuid,integer)", "mark_conversation_read(uuid)", "manager_recompute_segment(uuid)", "mark_payout_paid(uuid,uuid)",
     "merge_customers(uuid,uuid)", "open_support_conversation(uuid,text,uuid,text)", "moderate_review(text,uuid,text,text,text)", "my_business_ids(membership_role[])",
     "my_conversation_keys()", "my_customer_keys()", "my_driver_keys()", "my_venue_keys(membership_role[])", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
+    "register_printer(uuid,text,text,text,text[],uuid[],integer)", "reprint_ticket(uuid,uuid)", "rotate_printer_token(uuid)",
+    "void_ticket(uuid,text)", "bump_ticket(uuid,text,boolean)",
+    # PINs: each acts on the caller's own PIN or checks owner/manager inside; require_fresh_pin only refuses or
+    # audits the caller's own grant (the triggers of sensitive actions call it as the caller)
+    "verify_pin(uuid,text,text)", "set_my_pin(uuid,text)", "my_pin_status(uuid)", "reset_staff_pin(uuid)",
+    "set_pin_reauth(uuid,boolean)", "require_fresh_pin(uuid,text,boolean)",
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
     "revoke_invitation(uuid)", "save_push_subscription(uuid,jsonb,text,boolean,text)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
     "send_message(uuid,text,text)", "set_booking_status(uuid,booking_status)", "set_conversation_status(uuid,text,uuid)", "set_business_module(uuid,text,boolean)", "set_my_locale(uuid,text)", "set_dispatch_platform_fee(uuid,uuid,integer)",
     "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",
+    # issue 14: exports leave out pending erasures and venue-limited members see their venues' customers;
+    # the financial report checks owner/manager/operator inside
+    "customer_erasure_pending(uuid,uuid)", "venue_limited(uuid)", "financial_report(uuid,date)",
+    "set_retention(uuid,text,integer)",  # owners (or the operator), within the policy's bounds
+    "metrics(uuid,timestamp with time zone,timestamp with time zone)",  # owners/managers, the operator for the platform
+    "list_alerts(boolean,integer)", "acknowledge_alert(bigint)",  # the operator only (checked inside)
 }
 
 

@@ -326,3 +326,91 @@ def test_venue_limited_staff_see_only_their_venues(
     assert {r["id"] for r in staff} == {str(mine)}
     assert api.run(a.claims("staff"), "select app.has_venue_access(%s, %s) as ok", (a.business_id, other)) == [{"ok": False}]
     assert api.run(a.claims("staff"), "select app.has_venue_access(%s, %s) as ok", (a.business_id, mine)) == [{"ok": True}]
+
+
+# ---- exports (issue 14 item 2): the `export` function over HTTP, as each caller ------------------------------
+
+EXPORT_TYPES = ("orders", "payments", "customers", "bookings", "payouts", "driver_earnings", "campaign_performance")
+
+
+def export_csv(server: Any, claims: Claims, secret: str, **params: Any) -> tuple[int, list[dict[str, str]]]:
+    import csv
+    import io
+
+    import httpx
+
+    from brigade import auth
+
+    with httpx.stream("GET", f"{server.url}/functions/v1/export", params=params, timeout=60,
+                      headers={"authorization": f"Bearer {auth.sign(claims, secret)}"}) as r:
+        body = r.read().decode()
+        if r.status_code != 200:
+            return r.status_code, []
+        assert r.headers["content-type"].startswith("text/csv")
+    return 200, list(csv.DictReader(io.StringIO(body)))
+
+
+def test_every_export_type_under_rls(conn: psycopg.Connection[dict[str, Any]], tenants: tuple[Tenant, Tenant], settings: Any,
+                                     functions_server: Any, operator: Claims) -> None:
+    a, b = tenants
+    mine, back = a.venues
+    # two more customers of A, one per venue, so the venue-limited view of the CRM is not vacuous
+    kept: dict[Any, str] = {}
+    for venue, name in ((mine, "Main regular"), (back, "Back regular")):
+        row = conn.execute("insert into public.customers (business_id, full_name, phone) values (%s, %s, %s) returning id",
+                           (a.business_id, name, f"+1212555{len(kept):04d}")).fetchone()
+        conn.execute("insert into public.customer_venue_stats (business_id, venue_id, customer_id, total_orders, total_spent_cents, "
+                     "first_order_at, last_order_at) values (%s, %s, %s, 3, 4500, now() - interval '9 days', now() - interval '1 day')",
+                     (a.business_id, venue, row["id"]))  # type: ignore[index]
+        kept[venue] = name
+    erased = conn.execute("select customer_id from public.customer_delete_requests where business_id = %s and status = 'pending'",
+                          (a.business_id,)).fetchone()["customer_id"]  # type: ignore[index]
+    secret = settings.jwt_secret
+    venue_names = {r["id"]: r["name"] for r in conn.execute("select id, name from public.venues where business_id = %s", (a.business_id,))}
+
+    for export_type in EXPORT_TYPES:
+        status, owner_rows = export_csv(functions_server, a.claims("owner"), secret, type=export_type, business_id=a.business_id)
+        assert status == 200 and owner_rows, f"{export_type}: the owner exports rows"
+        status, staff_rows = export_csv(functions_server, a.claims("staff"), secret, type=export_type, business_id=a.business_id)
+        assert status == 200, export_type
+        assert len(staff_rows) <= len(owner_rows)
+        if "venue" in owner_rows[0]:
+            assert {r["venue"] for r in staff_rows} <= {venue_names[mine]}, f"{export_type}: staff read another venue's rows"
+        # the owner's export is exactly the platform's export of A (nothing of B in it); B's owner gets
+        # nothing of A, and their own export is exactly the platform's export of B
+        assert export_csv(functions_server, operator, secret, type=export_type, business_id=a.business_id) == (200, owner_rows)
+        assert export_csv(functions_server, b.claims("owner"), secret, type=export_type, business_id=a.business_id) == (404, [])
+        status, theirs = export_csv(functions_server, b.claims("owner"), secret, type=export_type, business_id=b.business_id)
+        assert status == 200 and theirs and \
+            export_csv(functions_server, operator, secret, type=export_type, business_id=b.business_id) == (200, theirs)
+
+    # orders: one row per line, both venues for the owner, the staff's venue only for them; the exact lines
+    lines = conn.execute("select o.order_number, i.name, i.quantity, i.line_total_cents, o.venue_id from public.orders o "
+                         "join public.order_items i on i.business_id = o.business_id and i.order_id = o.id "
+                         "where o.business_id = %s order by o.placed_at, o.order_number, i.line_number", (a.business_id,)).fetchall()
+    _, owner_orders = export_csv(functions_server, a.claims("owner"), secret, type="orders", business_id=a.business_id)
+    assert [(int(r["order_number"]), r["item"], int(r["quantity"]), int(r["line_total_cents"])) for r in owner_orders] == \
+        [(x["order_number"], x["name"], x["quantity"], x["line_total_cents"]) for x in lines]
+    _, staff_orders = export_csv(functions_server, a.claims("staff"), secret, type="orders", business_id=a.business_id)
+    assert len(staff_orders) == sum(1 for x in lines if x["venue_id"] == mine) > 0
+    assert {r["venue"] for r in owner_orders} == {venue_names[mine], venue_names[back]}
+
+    # customers: never one whose erasure is pending; venue-limited staff see their venue's
+    _, owner_customers = export_csv(functions_server, a.claims("owner"), secret, type="customers", business_id=a.business_id)
+    assert str(erased) not in {r["customer_id"] for r in owner_customers}
+    assert {kept[mine], kept[back]} <= {r["full_name"] for r in owner_customers}
+    _, staff_customers = export_csv(functions_server, a.claims("staff"), secret, type="customers", business_id=a.business_id)
+    assert kept[mine] in {r["full_name"] for r in staff_customers} and kept[back] not in {r["full_name"] for r in staff_customers}
+    regular = next(r for r in owner_customers if r["full_name"] == kept[mine])
+    assert (regular["total_orders"], regular["total_spent_cents"]) == ("3", "4500")
+
+    # the range: nothing placed before the window
+    assert export_csv(functions_server, a.claims("owner"), secret, type="orders", business_id=a.business_id,
+                      **{"from": "2001-01-01", "to": "2001-02-01"}) == (200, [])
+    # the operator exports the whole platform; bad input is a 400
+    _, everything = export_csv(functions_server, operator, secret, type="orders")
+    assert len(everything) == conn.execute("select count(*) as n from public.order_items").fetchone()["n"]  # type: ignore[index]
+    for bad in ({"type": "orders"}, {"type": "nope", "business_id": a.business_id},
+                {"type": "orders", "business_id": a.business_id, "from": "yesterday-ish"},
+                {"type": "orders", "business_id": a.business_id, "from": "2026-02-01", "to": "2026-01-01"}):
+        assert export_csv(functions_server, a.claims("owner"), secret, **bad)[0] == 400, bad

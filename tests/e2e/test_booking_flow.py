@@ -113,6 +113,19 @@ def test_hold_checkout_webhook_confirmation(api: Api, conn: psycopg.Connection[d
     [mail] = emails_to(outside, "grace@example.test")
     assert b["booking_number"] in mail["subject"] and "Mystery Room" in mail["text"]
     assert one(conn, "select status from public.notification_log where template = 'booking_confirmation'") == "sent"
+    # the confirmation carries the booking's receipt (issue 14), the same the receipt function serves
+    import base64
+    import io
+
+    from pypdf import PdfReader
+
+    [attachment] = mail["attachments"]
+    mailed = " ".join(PdfReader(io.BytesIO(base64.b64decode(attachment["content"]))).pages[0].extract_text().split())
+    assert f"Booking {b['booking_number']}" in mailed and "promo code (TEN)" in mailed and "Grace Booker" in mailed
+    got = httpx.get(f"{outside.functions.url}/functions/v1/receipt", params={"booking_id": b["booking_id"], "token": b["access_token"],
+                                                                             "format": "json"})
+    assert got.status_code == 200 and got.json()["total_cents"] == b["total_cents"] == 2 * ADULT + CHILD - 1000
+    assert [(line["quantity"], line["unit_price_cents"]) for line in got.json()["lines"]] == [(2, ADULT), (1, CHILD)]
 
 
 def test_checkout_refusals_for_bookings(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity, outside: Outside) -> None:

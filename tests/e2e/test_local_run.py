@@ -94,6 +94,12 @@ def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> 
             assert demo.returncode == 0, demo.stdout + demo.stderr
             assert "first delivery: 200 paid" in demo.stdout and "Stripe retries it: 200 duplicate" in demo.stdout
             assert re.search(r"order #1 is completed", demo.stdout), demo.stdout
+            # the kitchen ticket as each station's printer prints it (seeded Star bar, Epson kitchen)
+            bar = demo.stdout.split("print job for Bar (Star) (star_cloudprnt)")[1].split("print job for")[0]
+            assert "KITCHEN / BAR" in bar and "1 x Latte (Large)" in bar and "Croissant" not in bar, demo.stdout
+            assert "2 x Croissant" in demo.stdout.split("print job for Kitchen (Epson) (epson_sdp)")[1], demo.stdout
+            receipt = re.search(r"receipt PDF of order #1: (\S+\.pdf)", demo.stdout)
+            assert receipt and Path(receipt.group(1)).read_bytes().startswith(b"%PDF"), demo.stdout
             # the win-back: a lapsed regular texted through the log provider, her return credited to the rule
             assert re.search(r"Dana's phone shows: Hi Dana, we miss you at Downtown!", demo.stdout), demo.stdout
             revenue = re.search(r"'Win-back after 30 days': 1 sent, 1 orders, revenue recovered (\d+\.\d\d) USD", demo.stdout)
@@ -104,7 +110,7 @@ def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> 
             assert french.returncode == 0, french.stdout + french.stderr
             assert re.search(r"the guest's phone shows: Demo Café : commande n°\d+ est payée \(.+\)\. Votre code de retrait est \d{6} ; "
                              r"présentez-le à Downtown dans les 60 minutes\.", french.stdout), french.stdout
-            assert re.search(r"the guest's inbox shows: Votre reçu — Demo Café : commande n°\d+ \| Merci pour votre commande\. \| Passée le ",
+            assert re.search(r"the guest's inbox shows: Votre reçu — Demo Café : commande n°\d+ \| Code de retrait : \d{6} \(valable 60 minutes\)",
                              french.stdout), french.stdout
             assert "Dana's phone shows: Bonjour Dana, vous nous manquez à Downtown !" in french.stdout, french.stdout
             assert "Répondez STOP pour vous désabonner." in french.stdout and "we miss you" not in french.stdout

@@ -14,7 +14,7 @@ from typing import Any
 from brigade import i18n, queries
 from brigade.events import Event
 from brigade.providers import ProviderError
-from worker.notify import deliver, mark
+from worker.notify import deliver, mark, receipt_parts
 from worker.registry import Context, registry
 
 SESSION_DAYS_AHEAD = 28
@@ -60,9 +60,14 @@ async def send_pending(event: Event, ctx: Context, event_key: str) -> list[str]:
         if row["channel"] not in ("sms", "email"):
             continue
         body = f"{subject}. {text}" if row["channel"] == "sms" else text
+        html, attachments = None, None
+        if row["template"] == "booking_confirmation" and row["channel"] == "email":
+            # the confirmation carries the booking's receipt: HTML body and the PDF attached
+            _, html, receipt_text, attachments = await receipt_parts(ctx, "booking", row["booking_id"])
+            body = f"{text}\n\n{receipt_text}"
         try:
             sent = await deliver(ctx, row["channel"], row["recipient"], subject, body, idempotency_key=f"{event_key}:{row['id']}",
-                                 business_id=event.business_id)
+                                 business_id=event.business_id, html=html, attachments=attachments)
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             ctx.log.warning("send failed", extra={"action": "notification_failed", "channel": row["channel"],

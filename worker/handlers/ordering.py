@@ -13,7 +13,7 @@ from typing import Any
 from brigade import i18n, queries
 from brigade.events import Event
 from brigade.providers import ProviderError
-from worker.notify import deliver, mark
+from worker.notify import deliver, mark, receipt_parts
 from worker.push import push_to
 from worker.registry import Context, registry
 
@@ -49,9 +49,16 @@ async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: 
         subject, text = render(row, pickup_code)
         if row["channel"] not in ("sms", "email", "voice"):
             continue
+        html, attachments = None, None
+        if row["template"] == "receipt" and row["channel"] == "email":
+            # the receipt proper: HTML body and the PDF attached, from the same templates as the receipt function
+            # (its money and dates in the customer's locale; the pickup code line from the catalogs)
+            _, html, receipt_text, attachments = await receipt_parts(ctx, "order", row["order_id"], locale=row["locale"])
+            code = i18n.text(row["locale"], "order.receipt_code", code=pickup_code) + "\n\n" if pickup_code else ""
+            text = code + receipt_text
         try:
             sent = await deliver(ctx, row["channel"], row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}",
-                                 business_id=event.business_id)
+                                 business_id=event.business_id, html=html, attachments=attachments)
         except ProviderError as exc:
             await mark(ctx, event.business_id, row["id"], None, exc.message)
             if row["channel"] == "voice":  # the call failed: text them instead

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
+
+import httpx
 
 from psycopg.types.json import Jsonb
 
@@ -105,3 +108,58 @@ async def sync_stripe_billing(event: Event, ctx: Context) -> None:
     await ctx.conn.execute("select app.record_stripe_billing_sync(%s, %s, %s)", (event.business_id, Jsonb(diff), Jsonb(result)))
     ctx.log.info("stripe billing synced", extra={"action": "billing_synced", "business_id": str(event.business_id),
                                                   "added": len(diff["add"]), "deleted": len(diff["delete"])})
+
+
+@registry.scheduled("platform.retention", "40 4 * * *")
+async def retention(ctx: Context) -> None:
+    """Nightly (04:40 UTC): the retention policy (app.retention_policies) applied to every business."""
+    row = await (await ctx.conn.execute(queries.get("apply_retention"))).fetchone()
+    ctx.log.info("retention applied", extra={"action": "platform_retention", **(row["result"] if row else {})})
+
+
+def alert_text(alert: dict[str, Any]) -> tuple[str, str]:
+    """(subject, text) of an alert notification."""
+    what = alert["description"] + (f" [{alert['subject']}]" if alert["subject"] else "")
+    if alert["action"] == "closed":
+        return f"[Brigade] resolved: {alert['rule']}", f"Resolved: {what} (alert #{alert['alert_id']})."
+    again = " (reminder %d)" % (alert["notifications"] - 1) if alert["action"] == "renotified" else ""
+    return (f"[Brigade] alert: {alert['rule']}{again}",
+            f"Alert #{alert['alert_id']}{again}: {what} — value {alert['value']} reached the threshold {alert['threshold']}. "
+            f"Acknowledge it with POST /functions/v1/admin/alerts/{alert['alert_id']}/ack.")
+
+
+async def notify_alert(ctx: Context, alert: dict[str, Any]) -> list[str]:
+    """Email and webhook (Slack's incoming-webhook JSON: {"text": ...}) for one alert; returns where it went.
+    A refusal is logged: the alert's state has moved on, the next reminder tries again."""
+    subject, text = alert_text(alert)
+    emails = alert["emails"] or [e.strip() for e in ctx.settings.alert_emails.split(",") if e.strip()]
+    hooks = alert["webhooks"] or ([ctx.settings.alert_webhook_url] if ctx.settings.alert_webhook_url else [])
+    told: list[str] = []
+    for email in emails:
+        try:
+            await ctx.providers.email.send(email, subject, text,
+                                           idempotency_key=f"alert:{alert['alert_id']}:{alert['action']}:{alert['notifications']}:{email}")
+            told.append(email)
+        except ProviderError as exc:
+            ctx.log.warning("alert email refused", extra={"action": "alert_notify_failed", "alert_id": alert["alert_id"], "error": exc.message})
+    async with httpx.AsyncClient(timeout=10) as client:
+        for url in hooks:
+            try:
+                r = await client.post(url, json={"text": f"{subject}\n{text}", "alert": alert})
+                r.raise_for_status()
+                told.append(url)
+            except httpx.HTTPError as exc:
+                ctx.log.warning("alert webhook failed", extra={"action": "alert_notify_failed", "alert_id": alert["alert_id"],
+                                                                "error": str(exc)})
+    return told
+
+
+@registry.scheduled("platform.alerts", "* * * * *")
+async def alerts(ctx: Context) -> None:
+    """Every minute: evaluate the alert rules (app.evaluate_alerts) and tell the operator what opened,
+    is still open on its reminder schedule, or cleared."""
+    row = await (await ctx.conn.execute(queries.get("evaluate_alerts"))).fetchone()
+    for alert in (row["alerts"] if row else []):
+        told = await notify_alert(ctx, alert)
+        ctx.log.info("alert", extra={"action": f"alert_{alert['action']}", "alert_id": alert["alert_id"], "rule": alert["rule"],
+                                     "subject": alert["subject"], "told": told})

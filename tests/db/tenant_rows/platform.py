@@ -19,6 +19,7 @@ def seed(ctx: TenantRows) -> None:
     t, conn = ctx.tenant, ctx.conn
     b = t.business_id
     owner = t.claims("owner")
+    ctx.api.run(owner, "select public.set_retention(%s, 'call_logs', 120)", (b,))  # business_retention (issue 14)
     ctx.api.run(owner, "update public.storefront_settings set theme_colors = %s where business_id = %s",
                 (json.dumps({"primary": "#223344"}), b))
     conn.execute("select app.set_payment_account(%s, %s)", (b, f"acct_{b.hex[:12]}"))
