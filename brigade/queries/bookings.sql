@@ -14,8 +14,7 @@ select n.id, n.channel, n.recipient, n.template, n.detail, bk.id as booking_id, 
        bk.refunded_cents, bk.currency, bk.guest_name, bk.status::text as status, a.name as activity_name,
        b.name as business_name, v.name as venue_name, v.phone as venue_phone, v.address as venue_address,
        s.starts_at, v.time_zone,
-       coalesce((select c.locale from public.customers c where c.business_id = bk.business_id and c.id = bk.customer_id), v.default_locale,
-                b.locale) as locale
+       coalesce((select c.locale from public.customers c where c.business_id = bk.business_id and c.id = bk.customer_id), v.default_locale) as locale
 from public.notification_log n
 join public.bookings bk on bk.business_id = n.business_id and bk.id = (n.detail ->> 'booking_id')::uuid
 join public.activity_sessions s on s.business_id = bk.business_id and s.id = bk.session_id

@@ -41,7 +41,7 @@ select app.evaluate_abandoned_carts(null) as sends
 
 -- marketing_language --
 -- The language of a marketing send (the customer's, else the venue's default) and the rule's or campaign's translations.
-select coalesce(c.locale, v.default_locale, b.locale) as locale, coalesce(a.translations, cp.translations, '{}'::jsonb) as translations
+select coalesce(c.locale, v.default_locale) as locale, coalesce(a.translations, cp.translations, '{}'::jsonb) as translations
 from public.campaign_sends s
 join public.businesses b on b.id = s.business_id
 left join public.customers c on c.business_id = s.business_id and c.id = s.customer_id

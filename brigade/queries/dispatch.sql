@@ -34,7 +34,7 @@ select app.record_cancel_result(%(business_id)s, %(delivery_id)s, %(cancelled)s,
 select n.id, n.channel, n.recipient, n.template, o.id as order_id, o.order_number, o.access_token, o.user_id, b.name as business_name,
        d.status, d.eta, d.courier_name, d.provider, d.tracking_url, d.dropoff_pin, d.cancel_reason, v.time_zone,
        coalesce((select c.locale from public.customers c where c.business_id = o.business_id and c.id = coalesce(n.customer_id, o.customer_id)),
-                v.default_locale, b.locale) as locale,
+                v.default_locale) as locale,
        exists (select 1 from public.push_subscriptions s where s.business_id = o.business_id and s.user_id = o.user_id
                  and s.audience = 'customer') as has_push
 from public.notification_log n

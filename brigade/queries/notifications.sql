@@ -3,7 +3,7 @@
 select n.id, n.channel, n.recipient, n.template, o.id as order_id, o.order_number, o.total_cents, o.currency, o.fulfilment, o.placed_at,
        b.name as business_name, v.name as venue_name, v.phone as venue_phone, v.time_zone,
        coalesce((select c.locale from public.customers c where c.business_id = o.business_id and c.id = coalesce(n.customer_id, o.customer_id)),
-                v.default_locale, b.locale) as locale,
+                v.default_locale) as locale,
        (select jsonb_agg(jsonb_build_object('name', i.name, 'variant', i.variant_name, 'quantity', i.quantity,
                                             'line_total_cents', i.line_total_cents) order by i.line_number)
         from public.order_items i where i.business_id = o.business_id and i.order_id = o.id) as lines
@@ -49,7 +49,7 @@ returning id
 
 -- consent_recipient --
 -- Who a double opt-in confirmation goes to (not an erased customer).
-select c.email, v.name as venue_name, b.name as business_name, coalesce(c.locale, v.default_locale, b.locale) as locale
+select c.email, v.name as venue_name, b.name as business_name, coalesce(c.locale, v.default_locale) as locale
 from public.customers c
 join public.businesses b on b.id = c.business_id
 join public.venues v on v.business_id = c.business_id and v.id = %(venue_id)s
@@ -99,7 +99,7 @@ delete from public.push_subscriptions where business_id = %(business_id)s and id
 select n.id, n.recipient, n.template, n.detail, n.order_id, o.order_number, o.access_token, b.name as business_name,
        v.name as venue_name,
        coalesce((select c.locale from public.customers c where c.business_id = n.business_id and c.id = coalesce(n.customer_id, o.customer_id)),
-                v.default_locale, b.locale) as locale
+                v.default_locale) as locale
 from public.notification_log n
 join public.businesses b on b.id = n.business_id
 left join public.orders o on o.business_id = n.business_id and o.id = n.order_id
@@ -134,7 +134,7 @@ with m as (
       and ms.role in ('owner', 'manager', 'staff')) u
   where m.kind = 'support' and m.sender_role = 'customer'
 )
-select t.role, t.user_id, t.phone, coalesce(t.locale, v.default_locale, b.locale) as locale, v.name as venue_name, o.order_number,
+select t.role, t.user_id, t.phone, coalesce(t.locale, v.default_locale) as locale, v.name as venue_name, o.order_number,
        m.sender_role, m.kind, m.conversation_id,
        (t.seen_at is not null and t.seen_at > m.created_at - interval '2 minutes') as online,
        exists (select 1 from public.push_subscriptions s where s.business_id = m.business_id and s.user_id = t.user_id) as has_push
@@ -156,8 +156,7 @@ returning id
 -- The language of a claim code: the signed-in user's customer record at the business, else its first venue's default.
 select coalesce((select c.locale from public.customers c join app.customer_claim_codes k on k.business_id = c.business_id and k.user_id = c.user_id
                  where c.business_id = %(business_id)s and k.id = %(claim_id)s limit 1),
-                (select v.default_locale from public.venues v where v.business_id = %(business_id)s order by v.created_at limit 1),
-                (select b.locale from public.businesses b where b.id = %(business_id)s)) as locale
+                (select v.default_locale from public.venues v where v.business_id = %(business_id)s order by v.created_at limit 1)) as locale
 
 -- push_subscriptions_of_driver --
 -- A driver's devices, wherever they saved them (a shared driver serves several businesses).

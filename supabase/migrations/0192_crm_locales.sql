@@ -1,7 +1,7 @@
 -- Languages (issue 16, item 4): the customer's locale, the venue's default, and per-locale versions
 -- of a rule's or campaign's own text. The fixed texts (receipts, pickup codes, push, STOP and
 -- unsubscribe footers) are gettext catalogs in brigade/locales/; the worker picks the customer's
--- locale, else the venue's default, else the business's locale, else English, and formats money and times with Babel in the
+-- locale, else the venue's default, else English, and formats money and times with Babel in the
 -- venue's time zone.
 
 -- section private helpers (the table checks below use it)
@@ -24,7 +24,7 @@ grant execute on function app.valid_translations(jsonb) to anon, authenticated, 
 -- section tables
 alter table public.customers add column locale text
   constraint customers_locale_format check (locale ~ '^[a-z]{2,3}(-[A-Z]{2})?$');
--- null: the business's locale (businesses.locale, issue 14), the language of its receipts
+-- null: English. (businesses.locale, issue 14, stays what it is: how receipts write money and dates.)
 alter table public.venues add column default_locale text
   constraint venues_default_locale_format check (default_locale ~ '^[a-z]{2,3}(-[A-Z]{2})?$');
 alter table public.automations add column translations jsonb not null default '{}'::jsonb
