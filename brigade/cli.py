@@ -200,7 +200,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         from brigade import demo_bookings
 
         return demo_bookings.run(settings)
-    return demo.run(settings)
+    return demo.run(settings, locale=getattr(args, "locale", None))
 
 
 def cmd_voice_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -261,6 +261,7 @@ def parser() -> argparse.ArgumentParser:
                    help="order: the pickup order flow and the win-back; dispatch: a delivery offered, timed out, booked with "
                         "a courier network; bookings: one booking of the demo's class")
     d.add_argument("--bookings", action="store_true", help="the same as `demo bookings`")
+    d.add_argument("--locale", default=None, help="the demo customers' language (en, fr, bg): their messages come in it")
     sub.add_parser("voice-demo", help="one phone order by voice against the running local stack (signed like Twilio)")
     sub.add_parser("operator-demo", help="a new business from nothing to a live storefront taking a paid order (docs/operator-walkthrough.md)")
 

@@ -6,6 +6,7 @@ the points and the messages appear. Start the stack first (`make run`), then run
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 import uuid
@@ -60,12 +61,35 @@ def wait_for(conn: psycopg.Connection[dict[str, Any]], sql: str, params: Any, ti
 
 
 def last_code(settings: Settings) -> str:
-    """The pickup code the `log` SMS provider wrote to the outbox file (the guest's "phone")."""
+    """The pickup code the `log` SMS provider wrote to the outbox file (the guest's "phone"), in
+    whatever language the message is: the one 6-digit number of the paid-order text."""
     for line in reversed(settings.outbox_file.read_text().splitlines()):
         entry = json.loads(line)
-        if entry.get("kind") == "sms" and entry.get("to") == GUEST_PHONE and "pickup code is" in entry.get("body", ""):
-            return entry["body"].split("pickup code is ")[1][:6]
+        code = re.search(r"(?<![\d#°№])(\d{6})(?!\d)", entry.get("body", "")) if entry.get("kind") == "sms" else None
+        if entry.get("to") == GUEST_PHONE and code:
+            return code.group(1)
     raise SystemExit("no pickup code in the outbox file: are the log providers configured?")
+
+
+def outbox_lines(settings: Settings) -> int:
+    return len(settings.outbox_file.read_text().splitlines()) if settings.outbox_file.exists() else 0
+
+
+def outbox_to(settings: Settings, since: int, *addresses: str) -> list[dict[str, Any]]:
+    """What the log providers delivered to these phones and inboxes after line `since`, oldest first."""
+    entries = [json.loads(line) for line in settings.outbox_file.read_text().splitlines()[since:]]
+    return [e for e in entries if e.get("to") in addresses]
+
+
+def speak(db: psycopg.Connection[dict[str, Any]], locale: str | None, **phones: str) -> None:
+    """The demo customers choose a language: their customer records (found by phone when they pay) carry it."""
+    if not locale:
+        return
+    for name, phone in phones.items():
+        db.execute("insert into public.customers (business_id, full_name, phone, locale) values (%s, %s, %s, %s) "
+                   "on conflict (business_id, phone) where phone is not null do update set locale = excluded.locale",
+                   (BUSINESS, name, phone, locale))
+    print(f"(the demo customers' language: {locale})")
 
 
 def pay(settings: Settings, order: dict[str, Any]) -> str:
@@ -96,13 +120,15 @@ def win_back(settings: Settings, db: psycopg.Connection[dict[str, Any]]) -> None
         "select action, source from public.customer_consent_log where customer_id = %s and channel = 'SMS_MARKETING' order by id", (customer,))])
 
     step("The nightly dormancy run (03:45 UTC in the worker; run now): the win-back rule matches her")
+    started = db.execute("select clock_timestamp() as t").fetchone()["t"]  # type: ignore[index]
     print("sends enqueued:", db.execute("select app.evaluate_dormant_automations(%s) as n", (BUSINESS,)).fetchone()["n"])  # type: ignore[index]
     send = wait_for(db, "select id, status, recipient, attribution_ends_at from public.campaign_sends where automation_id = %s "
-                        "and customer_id = %s and status <> 'scheduled' order by created_at desc limit 1", (WIN_BACK, customer))
+                        "and customer_id = %s and status <> 'scheduled' and created_at >= %s order by created_at desc limit 1",
+                    (WIN_BACK, customer, started))
     print(f"send {send['status']} to {send['recipient']}; attribution window open until {send['attribution_ends_at']:%Y-%m-%d %H:%M} UTC")
     for line in reversed(settings.outbox_file.read_text().splitlines()):
         entry = json.loads(line)
-        if entry.get("kind") == "sms" and entry.get("to") == DANA_PHONE:
+        if entry.get("kind") == "sms" and entry.get("to") == DANA_PHONE and not re.search(r"\d{6}", entry["body"]):  # not a pickup code
             print("Dana's phone shows:", entry["body"])
             break
 
@@ -117,7 +143,7 @@ def win_back(settings: Settings, db: psycopg.Connection[dict[str, Any]]) -> None
           f"{perf['revenue_cents'] / 100:.2f} USD, messages cost {float(perf['message_cost_cents']) / 100:.4f} USD")  # type: ignore[index]
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, locale: str | None = None) -> int:
     base = settings.functions_url
     try:
         httpx.get(f"{base}/health", timeout=3).raise_for_status()
@@ -125,6 +151,8 @@ def run(settings: Settings) -> int:
         print(f"Brigade is not answering at {base}: start it with `make run` first.", file=sys.stderr)
         return 2
     with psycopg.connect(settings.dsn, row_factory=dict_row, autocommit=True) as db:
+        speak(db, locale, **{"Demo Guest": GUEST_PHONE, "Dana Regular": DANA_PHONE})
+        since = outbox_lines(settings)
         stock_before = {r["sku"]: float(r["quantity"]) for r in db.execute(
             "select sku, quantity from public.stock_items where venue_id = %s", (DOWNTOWN,))}
 
@@ -169,11 +197,15 @@ def run(settings: Settings) -> int:
 
         step("The worker sends the pickup code and the receipt (log providers: see the other terminal)")
         wait_for(db, "select 1 from public.notification_log where order_id = %s and channel = 'sms' and status = 'sent'", (order["order_id"],))
+        wait_for(db, "select 1 from public.notification_log where order_id = %s and channel = 'email' and status <> 'pending'", (order["order_id"],))
         code = last_code(settings)
         for n in db.execute("select channel, template, recipient, status, provider from public.notification_log where order_id = %s "
                             "order by created_at", (order["order_id"],)):
             print(f"{n['channel']:<6} {n['template']:<12} -> {n['recipient']} [{n['status']} via {n['provider']}]")
         print(f"the guest's phone shows code {code}")
+        for entry in outbox_to(settings, since, GUEST_PHONE, "guest@demo-cafe.test"):
+            print(f"the guest's {'phone' if entry['kind'] == 'sms' else 'inbox'} shows:",
+                  entry.get("body") or (entry["subject"] + " | " + entry["text"].replace("\n", " | ")))
 
         step("Staff move it along; 'ready' makes the worker call the guest")
         staff = Claims.user(STAFF, email="staff@demo-cafe.test")

@@ -86,6 +86,21 @@ class Email(Protocol):
                    attachments: list[Attachment] | None = None) -> Sent: ...
 
 
+@dataclass
+class Pushed:
+    """What the push service answered for one subscription: gone (404/410) means delete it."""
+
+    status: int
+    gone: bool
+    error: str | None = None
+
+
+class Push(Protocol):
+    name: str
+
+    async def push(self, subscription: dict[str, Any], payload: dict[str, Any], *, ttl: int) -> Pushed: ...
+
+
 class Payments(Protocol):
     async def create_checkout_session(self, params: dict[str, Any], *, idempotency_key: str,
                                       stripe_account: str | None = None) -> CheckoutSession: ...
@@ -139,6 +154,48 @@ class LogEmail:
         _record_locally(self.settings, "email", {"to": to, "subject": subject, "text": text, **({"headers": headers} if headers else {}),
                                                  **({"html_bytes": len(html)} if html else {}), **({"attachments": files} if files else {})})
         return Sent("log", f"log-email-{uuid.uuid4().hex[:12]}", "sent", 0.0)
+
+
+class LogPush:
+    name = "log"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def push(self, subscription: dict[str, Any], payload: dict[str, Any], *, ttl: int) -> Pushed:
+        _record_locally(self.settings, "push", {"endpoint": subscription["endpoint"], **payload})
+        return Pushed(201, False)
+
+
+class WebPush:
+    """RFC 8030 Web Push with VAPID (RFC 8292) and aes128gcm payload encryption (RFC 8291), by
+    pywebpush over aiohttp. 404 and 410 mean the subscription is gone; any other refusal is an error."""
+
+    name = "webpush"
+
+    def __init__(self, settings: Settings) -> None:
+        from py_vapid import Vapid02
+
+        self.settings = settings
+        key = settings.vapid_private_key.strip()
+        self.vapid = Vapid02.from_pem(key.encode()) if key.startswith("-----BEGIN") else Vapid02.from_raw(key.encode())
+
+    async def push(self, subscription: dict[str, Any], payload: dict[str, Any], *, ttl: int) -> Pushed:
+        import aiohttp
+        from pywebpush import WebPushException, webpush_async
+
+        try:
+            async with aiohttp.ClientSession() as session:
+                response = await webpush_async(subscription, json.dumps(payload), vapid_private_key=self.vapid,
+                                               vapid_claims={"sub": self.settings.vapid_subject}, ttl=ttl,
+                                               timeout=aiohttp.ClientTimeout(total=10), aiohttp_session=session)
+                status = int(getattr(response, "status", 201))
+        except WebPushException as exc:
+            status = int(getattr(exc.response, "status", 0) or getattr(exc.response, "status_code", 0) or 0)
+            return Pushed(status, status in (404, 410), str(exc).splitlines()[0])
+        except aiohttp.ClientError as exc:
+            return Pushed(0, False, f"push service unreachable: {exc}")
+        return Pushed(status, False)
 
 
 class LogPayments:
@@ -359,6 +416,7 @@ class Providers:
     voice: Voice
     email: Email
     payments: Payments
+    push: Push | None = None
     couriers: dict[str, Any] = field(default_factory=dict)  # name -> brigade.couriers.Courier
     geocoder: Geocoder | None = None
 
@@ -372,6 +430,7 @@ class Providers:
             voice=TwilioVoice(settings) if twilio else LogVoice(settings),
             email=ResendEmail(settings) if settings.email_provider == "resend" else LogEmail(settings),
             payments=StripePayments(settings) if settings.payments_provider == "stripe" else LogPayments(settings),
+            push=WebPush(settings) if settings.push_provider == "webpush" else LogPush(settings),
             couriers=couriers_from_settings(settings),
             geocoder=NominatimGeocoder(settings) if settings.geocoder_provider == "nominatim" else LogGeocoder(settings),
         )

@@ -103,6 +103,15 @@ class Settings(BaseSettings):
     twilio_from_number: str = ""
     twilio_api_base: str = ""
 
+    # Web Push: "log" records each push locally; "webpush" signs with the VAPID key (pywebpush) and
+    # posts to the browser's push service. vapid_private_key: the raw P-256 key, base64url (or PEM);
+    # vapid_public_key is what the storefront passes to pushManager.subscribe (applicationServerKey).
+    push_provider: str = "log"
+    vapid_private_key: str = ""
+    vapid_public_key: str = ""
+    vapid_subject: str = "mailto:ops@brigade.local"
+    push_ttl_seconds: int = 3600
+
     resend_api_key: str = ""
     resend_api_url: str = ""
     resend_webhook_secret: str = ""  # whsec_…: Resend signs its webhooks with svix

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/consent")
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title></head>
 <body style="font-family: sans-serif; max-width: 32rem; margin: 3rem auto"><h1>{title}</h1><p>{text}</p></body></html>"""
-CHANNELS = r"^(EMAIL_MARKETING|SMS_MARKETING|WHATSAPP_MARKETING|REVIEW_REQUEST)$"
+CHANNELS = r"^(EMAIL_MARKETING|SMS_MARKETING|WHATSAPP_MARKETING|PUSH_MARKETING|REVIEW_REQUEST)$"
 
 
 @router.get("/confirm", response_class=HTMLResponse)

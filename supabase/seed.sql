@@ -141,6 +141,12 @@ insert into public.automations (business_id, id, name, trigger, dormant_days, ch
    'Happy birthday, {{first_name}}!', 'Your next latte at {{business_name}} is on us this week.', null, '21:00', '08:00', 1, 30, null)
 on conflict do nothing;
 
+-- the win-back in the demo's other languages (issue 16: messages in the customer's language)
+update public.automations set translations = jsonb_build_object(
+    'fr', jsonb_build_object('body', 'Bonjour {{first_name}}, vous nous manquez à {{venue_name}} ! Montrez ce message cette semaine pour un croissant offert avec tout café.'),
+    'bg', jsonb_build_object('body', 'Здравейте, {{first_name}}, липсвате ни в {{venue_name}}! Покажете този SMS тази седмица за безплатен кроасан към всяко кафе.'))
+where business_id = '00000000-0000-4000-8000-000000000001' and id = '00000000-0000-4000-8000-0000000c0001' and translations = '{}';
+
 -- ---- voice (issue 7): the demo Twilio numbers and a welcome top-up of voice credits ----
 insert into public.voice_numbers (business_id, id, venue_id, phone_number) values
   ('00000000-0000-4000-8000-000000000001', '00000000-0000-4000-8000-0000000b7001', '00000000-0000-4000-8000-000000000101', '+12125550150'),

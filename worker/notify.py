@@ -43,9 +43,12 @@ async def mark(ctx: Context, business_id: Any, row_id: Any, sent: Sent | None, e
         "cost": sent.cost_cents if sent else 0, "error": error})
 
 
-async def receipt_parts(ctx: Context, kind: str, payable_id: Any) -> tuple[dict[str, Any], str, str, list[Attachment]]:
-    """The receipt of a paid order or booking for its email: (data, HTML body, text body, [the PDF])."""
+async def receipt_parts(ctx: Context, kind: str, payable_id: Any, locale: str | None = None) -> tuple[dict[str, Any], str, str, list[Attachment]]:
+    """The receipt of a paid order or booking for its email: (data, HTML body, text body, [the PDF]);
+    with a locale (the customer's), money and dates are written that way instead of the business's."""
     row = await (await ctx.conn.execute(queries.get("receipt"), {"kind": kind, "id": payable_id, "token": None})).fetchone()
     data = row["receipt"] if row else {}
+    if locale and data.get("business"):
+        data = {**data, "business": {**data["business"], "locale": locale}}
     pdf = Attachment(f"receipt-{data['business']['name'].replace(' ', '-').lower()}-{data['number'].lstrip('#')}.pdf", receipt_pdf(data))
     return data, receipt_html(data), receipt_text(data), [pdf]

@@ -13,7 +13,8 @@ where bk.business_id = %(business_id)s and bk.id = %(booking_id)s
 select n.id, n.channel, n.recipient, n.template, n.detail, bk.id as booking_id, bk.booking_number, bk.party, bk.party_size, bk.total_cents,
        bk.refunded_cents, bk.currency, bk.guest_name, bk.status::text as status, a.name as activity_name,
        b.name as business_name, v.name as venue_name, v.phone as venue_phone, v.address as venue_address,
-       to_char(s.starts_at at time zone v.time_zone, 'Dy DD Mon YYYY "at" HH24:MI') as starts_local, s.starts_at
+       s.starts_at, v.time_zone,
+       coalesce((select c.locale from public.customers c where c.business_id = bk.business_id and c.id = bk.customer_id), v.default_locale) as locale
 from public.notification_log n
 join public.bookings bk on bk.business_id = n.business_id and bk.id = (n.detail ->> 'booking_id')::uuid
 join public.activity_sessions s on s.business_id = bk.business_id and s.id = bk.session_id

@@ -34,3 +34,18 @@ select app.record_email_event(%(message_id)s::text, %(type)s::text) as updated
 -- review_request_order --
 -- The order a review request is about, with the access token its review link carries.
 select o.id, o.access_token from public.orders o where o.business_id = %(business_id)s and o.id = %(order_id)s
+
+-- evaluate_abandoned_carts --
+-- Every active cart.abandoned automation: signed-in customers' carts idle past the rule's minutes.
+select app.evaluate_abandoned_carts(null) as sends
+
+-- marketing_language --
+-- The language of a marketing send (the customer's, else the venue's default) and the rule's or campaign's translations.
+select coalesce(c.locale, v.default_locale) as locale, coalesce(a.translations, cp.translations, '{}'::jsonb) as translations
+from public.campaign_sends s
+join public.businesses b on b.id = s.business_id
+left join public.customers c on c.business_id = s.business_id and c.id = s.customer_id
+left join public.venues v on v.business_id = s.business_id and v.id = s.venue_id
+left join public.automations a on a.business_id = s.business_id and a.id = s.automation_id
+left join public.campaigns cp on cp.business_id = s.business_id and cp.id = s.campaign_id
+where s.business_id = %(business_id)s and s.id = %(send_id)s

@@ -31,12 +31,17 @@ select app.record_cancel_result(%(business_id)s, %(delivery_id)s, %(cancelled)s,
 
 -- pending_delivery_sms --
 -- The still-pending delivery status texts of an event, with what rendering them needs (locked: one sender).
-select n.id, n.channel, n.recipient, n.template, o.id as order_id, o.order_number, o.access_token, b.name as business_name,
-       d.status, d.eta, d.courier_name, d.provider, d.tracking_url, d.dropoff_pin, d.cancel_reason
+select n.id, n.channel, n.recipient, n.template, o.id as order_id, o.order_number, o.access_token, o.user_id, b.name as business_name,
+       d.status, d.eta, d.courier_name, d.provider, d.tracking_url, d.dropoff_pin, d.cancel_reason, v.time_zone,
+       coalesce((select c.locale from public.customers c where c.business_id = o.business_id and c.id = coalesce(n.customer_id, o.customer_id)),
+                v.default_locale) as locale,
+       exists (select 1 from public.push_subscriptions s where s.business_id = o.business_id and s.user_id = o.user_id
+                 and s.audience = 'customer') as has_push
 from public.notification_log n
 join public.orders o on o.business_id = n.business_id and o.id = n.order_id
 join public.deliveries d on d.business_id = o.business_id and d.order_id = o.id
 join public.businesses b on b.id = o.business_id
+join public.venues v on v.business_id = o.business_id and v.id = o.venue_id
 where n.business_id = %(business_id)s and n.event_key = %(event_key)s and n.status = 'pending' and n.channel = 'sms'
 for update of n skip locked
 
@@ -47,3 +52,11 @@ select app.apply_delivery_webhook(%(provider)s, %(event)s) as outcome
 -- prune_driver_locations --
 -- Forget driver positions older than the retention (the last one stays on drivers).
 delete from public.driver_locations where recorded_at < now() - make_interval(days => %(days)s)
+
+-- record_delivery_push --
+-- The push twin of a delivery status text, for a signed-in customer with a device; nothing when already recorded.
+insert into public.notification_log (business_id, event_key, channel, recipient, template, order_id, customer_id, venue_id)
+select n.business_id, n.event_key, 'push', 'user:' || %(user_id)s, n.template, n.order_id, n.customer_id, n.venue_id
+from public.notification_log n where n.business_id = %(business_id)s and n.id = %(id)s
+on conflict on constraint notification_log_natural_key do nothing
+returning id

@@ -45,18 +45,18 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "activity_schedules": (cols("activity_id business_id capacity created_at ends_on id is_active start_time starts_on weekday"),
                            cols("activity_id business_id capacity created_at ends_on id is_active start_time starts_on weekday")),
     "activity_sessions": (cols("activity_id business_id capacity ends_at starts_at venue_id"), cols("capacity status")),
-    "automations": (cols("body business_id cap_count cap_days cap_scope channel delay_seconds dormant_days is_active name product_id "
-                         "quiet_end quiet_start segment_id subject trigger venue_id"),
-                    cols("body cap_count cap_days cap_scope channel delay_seconds dormant_days is_active name product_id quiet_end "
-                         "quiet_start segment_id subject venue_id")),
+    "automations": (cols("body business_id cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active "
+                         "name product_id push_fallback quiet_end quiet_start segment_id subject translations trigger venue_id"),
+                    cols("body cap_count cap_days cap_scope cart_idle_minutes channel delay_seconds dormant_days is_active name product_id "
+                         "push_fallback quiet_end quiet_start segment_id subject translations venue_id")),
     "business_roles": (cols("business_id description name permissions"), cols("description name permissions")),
     "booking_promo_codes": (cols("amount_off_cents business_id code expires_at is_active max_redemptions percent_off"),
                             cols("amount_off_cents expires_at is_active max_redemptions percent_off")),
     # insert: the operator only (policy); modules_json, slug, status: the operator only (businesses_guard)
     "businesses": (cols("created_at currency id modules_json name slug status time_zone updated_at"),
                    cols("currency locale modules_json name slug status time_zone")),
-    "campaigns": (cols("body business_id channel name product_id scheduled_at segment_id subject"),
-                  cols("body channel name product_id scheduled_at segment_id subject")),
+    "campaigns": (cols("body business_id channel name product_id push_fallback scheduled_at segment_id subject translations"),
+                  cols("body channel name product_id push_fallback scheduled_at segment_id subject translations")),
     "customer_addresses": (cols("business_id city country customer_id delivery_instructions is_default label latitude line1 line2 "
                                 "longitude postal_code region"),
                            cols("city country delivery_instructions is_default label latitude line1 line2 longitude postal_code region")),
@@ -64,7 +64,7 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "customer_payment_methods": (cols(""), cols("is_default")),
     "customer_preferences": (cols("business_id customer_id kind product_id value"), cols("")),
     "customer_tags": (cols("business_id customer_id tag"), cols("")),
-    "customers": (cols(""), cols("allergens email full_name phone")),
+    "customers": (cols(""), cols("allergens email full_name locale phone")),
     "driver_availability_windows": (cols("business_id driver_id ends_at id is_active starts_at weekday"),
                                     cols("ends_at is_active starts_at weekday")),
     "driver_business_assignments": (cols("assigned_at business_id driver_business_id driver_id id is_active pool priority venue_id"),
@@ -117,10 +117,10 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                             cols("business_id closes_at id opens_at venue_id weekday")),
     "venue_products": (cols("business_id is_available product_id unavailable_reason updated_at venue_id"),
                        cols("is_available unavailable_reason")),
-    "venues": (cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at delivery_fee_cents delivery_radius_km "
-                    "id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at"),
-               cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at delivery_fee_cents delivery_radius_km "
-                    "id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at")),
+    "venues": (cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at default_locale delivery_fee_cents "
+                    "delivery_radius_km id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at"),
+               cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at default_locale delivery_fee_cents "
+                    "delivery_radius_km id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at")),
 }
 
 # What the platform sets and no client ever writes, whatever the allow-list says: platform fees,
@@ -308,25 +308,26 @@ def test_views_are_known(conn: Conn) -> None:
 # Callable by anon (and signed-in callers): the storefront, guest orders and bookings by access token,
 # and helpers the anon-facing policies call.
 ANON_CALLABLE = {
-    "activity_is_public(uuid,uuid,boolean)", "available_sessions(uuid,timestamp with time zone,timestamp with time zone)",
-    "booking_checkout_context(uuid,uuid)", "business_active(uuid)", "cancel_my_booking(uuid,uuid)", "checkout_context(uuid,uuid)",
-    "get_booking(uuid,uuid)", "get_menu(text,text)", "get_order(uuid,uuid)", "get_storefront(text)", "hold_booking(jsonb)",
-    "module_enabled(uuid,text)", "place_order(jsonb)", "rate_delivery(uuid,uuid,integer)", "submit_review(uuid,uuid,jsonb)",
-    "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)",
+    "activity_is_public(uuid,uuid,boolean)", "add_to_cart(text,jsonb)", "apply_cart_voucher(text,text)", "available_sessions(uuid,timestamp with time zone,timestamp with time zone)",
+    "booking_checkout_context(uuid,uuid)", "business_active(uuid)", "cancel_my_booking(uuid,uuid)", "checkout_cart(text)", "checkout_context(uuid,uuid)",
+    "get_booking(uuid,uuid)", "get_cart(text)", "get_menu(text,text)", "get_order(uuid,uuid)", "get_storefront(text)", "hold_booking(jsonb)",
+    "module_enabled(uuid,text)", "order_messages(uuid,uuid)", "place_order(jsonb)", "rate_delivery(uuid,uuid,integer)", "remove_from_cart(text,uuid)", "send_order_message(uuid,uuid,text,text)",
+    "set_cart_details(text,jsonb)", "start_cart(uuid)", "submit_review(uuid,uuid,jsonb)",
+    "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)", "update_cart_item(text,uuid,jsonb)",
     "receipt(text,uuid,uuid)",  # the token holder, the order's customer, venue staff, the platform; PT404 otherwise
 }
 # Callable by signed-in users only: each checks membership, ownership or the operator inside.
 AUTHENTICATED_CALLABLE = {
     "accept_invitation(text)", "admin_create_business(jsonb)", "admin_set_business_status(uuid,text,text)",
     "assign_delivery(uuid,uuid)", "billing_overview(uuid)", "campaign_preview(uuid,text,uuid)", "cancel_booking(uuid,text,integer)",
-    "cancel_campaign(uuid)", "cancel_delivery(uuid,text)", "cancel_my_deletion()", "change_plan(uuid,text)", "compile_segment(jsonb)",
+    "cancel_campaign(uuid)", "cancel_delivery(uuid,text)", "claim_cart(text)", "cancel_my_deletion()", "change_plan(uuid,text)", "compile_segment(jsonb)", "conversation_role(conversations)",
     "driver_delivery_update(uuid,delivery_status,jsonb)", "export_customer(uuid)", "force_delete_customer(uuid,uuid)",
     "generate_payouts(timestamp with time zone,timestamp with time zone,uuid)", "get_onboarding_status(uuid)",
     "grant_voice_credits(uuid,integer,text,text)", "has_permission(uuid,text)", "has_venue_access(uuid,uuid,membership_role[])",
     "invite_member(uuid,text,membership_role,uuid[],interval)", "is_member(uuid,membership_role[])", "list_dead_events(integer)",
-    "manager_generate_sessions(uuid,integer)", "manager_recompute_segment(uuid)", "mark_payout_paid(uuid,uuid)",
-    "merge_customers(uuid,uuid)", "moderate_review(text,uuid,text,text,text)", "my_business_ids(membership_role[])",
-    "my_customer_keys()", "my_driver_keys()", "my_permitted_business_ids(text)", "my_permitted_venue_keys(text)",
+    "manager_generate_sessions(uuid,integer)", "mark_conversation_read(uuid)", "manager_recompute_segment(uuid)", "mark_payout_paid(uuid,uuid)",
+    "merge_customers(uuid,uuid)", "open_support_conversation(uuid,text,uuid,text)", "moderate_review(text,uuid,text,text,text)", "my_business_ids(membership_role[])",
+    "my_conversation_keys()", "my_customer_keys()", "my_driver_keys()", "my_permitted_business_ids(text)", "my_permitted_venue_keys(text)",
     "my_venue_keys(membership_role[])", "permission_refused(text,text)", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
     "register_printer(uuid,text,text,text,text[],uuid[],integer)", "reprint_ticket(uuid,uuid)", "rotate_printer_token(uuid)",
     "void_ticket(uuid,text)", "bump_ticket(uuid,text,boolean)",
@@ -336,8 +337,9 @@ AUTHENTICATED_CALLABLE = {
     "set_pin_reauth(uuid,boolean)", "require_fresh_pin(uuid,text,boolean)",
     "replay_dead_event(bigint)", "request_my_deletion()", "request_order_claim(uuid,text,text)",
     "request_refund(uuid,integer,jsonb,text,boolean)", "reschedule_booking(uuid,uuid)", "respond_offer(uuid,boolean,text)",
-    "revoke_invitation(uuid)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
-    "set_booking_status(uuid,booking_status)", "set_business_module(uuid,text,boolean)", "set_customer_status(uuid,text,text)", "set_dispatch_platform_fee(uuid,uuid,integer)",
+    "revoke_invitation(uuid)", "save_push_subscription(uuid,jsonb,text,boolean,text)", "schedule_campaign(uuid,timestamp with time zone)", "served_driver_keys()",
+    "send_message(uuid,text,text)", "set_booking_status(uuid,booking_status)", "set_conversation_status(uuid,text,uuid)", "set_business_module(uuid,text,boolean)",
+    "set_customer_status(uuid,text,text)", "set_my_locale(uuid,text)", "set_dispatch_platform_fee(uuid,uuid,integer)",
     "set_payment_account(uuid,text)", "set_payout_schedule(uuid,text)", "set_subscription_status(uuid,text)", "staff_set_consent(uuid,text,boolean,uuid,text)",
     "upsert_my_profile(uuid,text,text,text)", "verify_order_claim(uuid,text)", "verify_pickup_code(uuid,text)",
     # issue 14: exports leave out pending erasures and venue-limited members see their venues' customers;

@@ -104,6 +104,16 @@ def test_up_runs_everything_and_a_second_run_reuses_the_data(data_dir: Path) -> 
             assert re.search(r"Dana's phone shows: Hi Dana, we miss you at Downtown!", demo.stdout), demo.stdout
             revenue = re.search(r"'Win-back after 30 days': 1 sent, 1 orders, revenue recovered (\d+\.\d\d) USD", demo.stdout)
             assert revenue and float(revenue.group(1)) > 0, demo.stdout
+            # the same demo for customers whose locale is fr: every message they get is French
+            french = subprocess.run([sys.executable, "-m", "brigade", "demo", "--locale", "fr"], cwd=PROJECT_ROOT,
+                                    env=local_env(data_dir, db_port, fn_port), capture_output=True, text=True, timeout=120)
+            assert french.returncode == 0, french.stdout + french.stderr
+            assert re.search(r"the guest's phone shows: Demo Café : commande n°\d+ est payée \(.+\)\. Votre code de retrait est \d{6} ; "
+                             r"présentez-le à Downtown dans les 60 minutes\.", french.stdout), french.stdout
+            assert re.search(r"the guest's inbox shows: Votre reçu — Demo Café : commande n°\d+ \| Code de retrait : \d{6} \(valable 60 minutes\)",
+                             french.stdout), french.stdout
+            assert "Dana's phone shows: Bonjour Dana, vous nous manquez à Downtown !" in french.stdout, french.stdout
+            assert "Répondez STOP pour vous désabonner." in french.stdout and "we miss you" not in french.stdout
         finally:
             assert first.stop() == 0
         assert not cluster.running(), "Ctrl-C stops the embedded cluster too"

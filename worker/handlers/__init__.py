@@ -6,6 +6,7 @@ from worker.handlers import (  # noqa: F401
     crm,
     dispatch,
     loyalty,
+    messaging,
     ordering,
     platform,
     voice,

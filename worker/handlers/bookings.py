@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from brigade import queries
+from brigade import i18n, queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.notify import deliver, mark, receipt_parts
@@ -20,36 +20,34 @@ from worker.registry import Context, registry
 SESSION_DAYS_AHEAD = 28
 
 
-def money(cents: int, currency: str) -> str:
-    return f"{cents / 100:.2f} {currency}"
-
-
 def party_text(party: dict[str, int]) -> str:
     return ", ".join(f"{n} {tier}" for tier, n in party.items() if n)
 
 
 def render(row: dict[str, Any]) -> tuple[str, str]:
-    """(subject, text) of a booking email."""
-    what = f"{row['activity_name']} at {row['venue_name']}"
-    details = (f"Booking {row['booking_number']}: {what}, {row['starts_local']}.\n"
-               f"Party: {party_text(row['party'])} ({row['party_size']} people). Total {money(row['total_cents'], row['currency'])}.")
+    """(subject, text) of a booking message, in the customer's language (else the venue's), the
+    session's time in the venue's zone and the money as that locale writes them."""
+    loc = row.get("locale")
+    when = i18n.day_and_time(row["starts_at"], row["time_zone"], loc)
+    total = i18n.money(row["total_cents"], row["currency"], loc)
+    refund = int((row["detail"] or {}).get("refund_cents") or 0)
+    names = {"activity": row["activity_name"], "number": row["booking_number"]}
+    details = i18n.text(loc, "booking.details", number=row["booking_number"], activity=row["activity_name"], venue=row["venue_name"],
+                        when=when, party=party_text(row["party"]), size=row["party_size"], total=total)
     if row["template"] == "booking_confirmation":
-        return f"Booking confirmed — {row['activity_name']} ({row['booking_number']})", f"Thank you, your booking is confirmed.\n{details}"
+        return i18n.text(loc, "booking.confirmed_subject", **names), i18n.text(loc, "booking.confirmed") + "\n" + details
     if row["template"] == "booking_reminder":
-        return f"Reminder: {row['activity_name']} {row['starts_local']}", f"See you soon!\n{details}"
+        return i18n.text(loc, "booking.reminder_subject", activity=row["activity_name"], when=when), i18n.text(loc, "booking.reminder") + "\n" + details
     if row["template"] == "booking_rescheduled":
-        return f"Booking moved — {row['activity_name']} ({row['booking_number']})", f"Your booking has a new time.\n{details}"
+        return i18n.text(loc, "booking.moved_subject", **names), i18n.text(loc, "booking.moved") + "\n" + details
     if row["template"] == "booking_cancelled":
-        refund = int((row["detail"] or {}).get("refund_cents") or 0)
-        money_back = (f"A refund of {money(refund, row['currency'])} has been issued to your card; banks usually show it "
-                      f"within 5 to 10 business days." if refund > 0 else "No refund applies to this cancellation.")
-        return f"Booking cancelled — {row['activity_name']} ({row['booking_number']})", f"Your booking is cancelled.\n{details}\n{money_back}"
+        money_back = (i18n.text(loc, "booking.refund_issued", amount=i18n.money(refund, row["currency"], loc)) if refund > 0
+                      else i18n.text(loc, "booking.no_refund"))
+        return i18n.text(loc, "booking.cancelled_subject", **names), i18n.text(loc, "booking.cancelled") + f"\n{details}\n{money_back}"
     if row["template"] == "booking_paid_too_late":
-        refund = int((row["detail"] or {}).get("refund_cents") or 0)
-        return (f"Payment refunded — {row['activity_name']} ({row['booking_number']})",
-                f"Your payment arrived after the seats were released, and the session is now full, so the booking could not be "
-                f"kept.\n{details}\nThe full {money(refund, row['currency'])} has been refunded to your card.")
-    return f"{row['business_name']}: booking {row['booking_number']}", details
+        return (i18n.text(loc, "booking.paid_too_late_subject", **names),
+                i18n.text(loc, "booking.paid_too_late", details=details, amount=i18n.money(refund, row["currency"], loc)))
+    return i18n.text(loc, "booking.head", business=row["business_name"], number=row["booking_number"]), details
 
 
 async def send_pending(event: Event, ctx: Context, event_key: str) -> list[str]:

@@ -14,14 +14,14 @@ import re
 from typing import Any
 from urllib.parse import urlencode
 
-from brigade import queries
+from brigade import i18n, queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.notify import deliver
+from worker.push import push_to
 from worker.registry import Context, registry
 
 PLACEHOLDER = re.compile(r"\{\{\s*([a-z_]+)\s*\}\}")
-STOP_FOOTER = "Reply STOP to opt out."
 
 
 def fill(template: str, variables: dict[str, Any]) -> str:
@@ -46,14 +46,28 @@ def render(ctx: Context, claim: dict[str, Any], business_id: Any) -> tuple[str, 
             headers = {"List-Unsubscribe": f"<{link}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
     text = fill(claim["body"], variables).strip()
     subject = fill(claim["subject"] or "", variables).strip() or str(variables.get("business_name", ""))
+    loc = claim.get("locale")
     if variables.get("review_url") and variables["review_url"] not in text:
-        text += f"\n{variables['review_url']}" if claim["channel"] == "email" else f" Review: {variables['review_url']}"
+        text += f"\n{variables['review_url']}" if claim["channel"] == "email" else " " + i18n.text(loc, "marketing.review_link", url=variables["review_url"])
     if claim["marketing"] and claim["channel"] == "email" and variables["unsubscribe_url"] not in text:
-        text += f"\n\n--\nYou get this because you agreed to hear from {variables.get('business_name', 'us')}. "
-        text += f"Unsubscribe: {variables['unsubscribe_url']}"
+        text += "\n\n--\n" + i18n.text(loc, "marketing.email_footer", business=variables.get("business_name", ""), url=variables["unsubscribe_url"])
     if claim["marketing"] and claim["channel"] == "sms" and "STOP" not in text.upper():
-        text += f" {STOP_FOOTER}"
+        text += " " + i18n.text(loc, "marketing.sms_stop")
     return subject, text, headers
+
+
+def localise(claim: dict[str, Any], language: dict[str, Any] | None) -> None:
+    """The rule's own text in the customer's language when it has one (else its base text), and the
+    locale the fixed footers use."""
+    if not language:
+        return
+    claim["locale"] = language["locale"]
+    translations = language["translations"] or {}
+    wanted = language["locale"] or ""
+    version = translations.get(wanted) or translations.get(wanted.split("-")[0])
+    if version:
+        claim["body"] = version["body"]
+        claim["subject"] = version.get("subject") or claim["subject"]
 
 
 async def send(event: Event, ctx: Context) -> None:
@@ -71,11 +85,21 @@ async def send(event: Event, ctx: Context) -> None:
             "business_id": event.business_id, "order_id": claim["vars"]["order_id"]})).fetchone()
         if order:
             claim["vars"]["review_url"] = ctx.settings.review_url.format(order_id=order["id"], access_token=order["access_token"])
+    localise(claim, await (await ctx.conn.execute(queries.get("marketing_language"), params)).fetchone())
     subject, text, headers = render(ctx, claim, event.business_id)
     template = claim["trigger"]
     try:
-        sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}", business_id=event.business_id,
-                             status_callback=f"{ctx.settings.functions_url}/twilio-sms/status", headers=headers or None)
+        if claim["channel"] == "push":
+            claim["recipient"] = f"customer:{claim['customer_id']}"
+            subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_customer"), {
+                "business_id": event.business_id, "customer_id": claim["customer_id"]})).fetchall()
+            payload = {"title": subject, "body": text, "tag": f"marketing-{send_id}",
+                       **({"unsubscribe_url": unsubscribe_url(ctx, claim, event.business_id)} if claim["marketing"] else {})}
+            sent = await push_to(ctx, event.business_id, subs, payload)
+        else:
+            sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}",
+                                 business_id=event.business_id, status_callback=f"{ctx.settings.functions_url}/twilio-sms/status",
+                                 headers=headers or None)
     except ProviderError as exc:
         await ctx.conn.execute(queries.get("complete_marketing_send"), {**params, "recipient": claim["recipient"], "template": template,
                                "provider": None, "message_id": None, "cost": 0, "error": exc.message})
@@ -105,3 +129,10 @@ async def dormant(ctx: Context) -> None:
     """After the CRM nightly (03:30 UTC): every dormant-N-days rule, set-based; sends are enqueued."""
     row = await (await ctx.conn.execute(queries.get("evaluate_dormant_automations"))).fetchone()
     ctx.log.info("dormant automations", extra={"action": "campaigns_dormant", "sends": row["sends"] if row else 0})
+
+
+@registry.scheduled("campaigns.abandoned_carts", "*/10 * * * *")
+async def abandoned_carts(ctx: Context) -> None:
+    """Every 10 minutes: carts idle past a cart.abandoned rule's minutes become one send per cart."""
+    row = await (await ctx.conn.execute(queries.get("evaluate_abandoned_carts"))).fetchone()
+    ctx.log.info("abandoned carts", extra={"action": "campaigns_abandoned_carts", "sends": row["sends"] if row else 0})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from brigade import queries
+from brigade import i18n, queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.notify import deliver
@@ -28,12 +28,13 @@ async def confirmation_requested(event: Event, ctx: Context) -> None:
         return
     key = f"consent.confirmation_requested:{p['customer_id']}:{p['channel']}:{p['token'][:8]}"
     link = f"{ctx.settings.functions_url}/consent/confirm?token={p['token']}"
-    text = (f"Please confirm that {who['business_name']} ({who['venue_name']}) may send you marketing "
-            f"({p['channel'].split('_')[0].lower()}): {link}\nThe link is valid for 7 days. Ignore this email to stay unsubscribed.")
+    loc = who["locale"]
+    text = i18n.text(loc, "consent.confirm", business=who["business_name"], venue=who["venue_name"],
+                     channel=i18n.text(loc, "consent.channel." + p["channel"].split("_")[0].lower()), url=link)
     params = {"business_id": event.business_id, "event_key": key, "recipient": who["email"], "customer_id": p["customer_id"],
               "venue_id": p["venue_id"]}
     try:
-        sent = await deliver(ctx, "email", who["email"], f"Confirm your subscription to {who['business_name']}", text, idempotency_key=key)
+        sent = await deliver(ctx, "email", who["email"], i18n.text(loc, "consent.confirm_subject", business=who["business_name"]), text, idempotency_key=key)
     except ProviderError as exc:
         await ctx.conn.execute(queries.get("record_consent_email"), {**params, "status": "failed", "provider": None, "message_id": None, "cost": 0, "error": exc.message})
         raise

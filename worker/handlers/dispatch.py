@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from brigade import queries
+from brigade import i18n, queries
 from brigade.couriers import CourierRefused, CourierUnavailable, DeliveryJob
 from brigade.events import Event
 from brigade.providers import ProviderError
-from worker.notify import sms_sender
+from worker.notify import mark, sms_sender
+from worker.push import push_to
 from worker.registry import Context, registry
 
 LOCATION_RETENTION_DAYS = 30
@@ -114,36 +115,58 @@ async def cancel_requested(event: Event, ctx: Context) -> None:
 
 
 def render(row: dict[str, Any], tracking: str) -> str:
-    head = f"{row['business_name']}: order #{row['order_number']}"
-    eta = f" ETA {row['eta']:%H:%M} UTC." if row["eta"] else ""
+    """The delivery status text in the customer's language, the ETA in the venue's time zone."""
+    loc = row.get("locale")
+    head = i18n.text(loc, "order.head", business=row["business_name"], number=row["order_number"])
+    eta = i18n.text(loc, "delivery.eta", time=i18n.clock(row["eta"], row.get("time_zone"), loc)) if row["eta"] else ""
     if row["template"] == "delivery_assigned":
-        who = row["courier_name"] or "A courier"
-        return f"{head}: {who} will deliver it.{eta} Your PIN is {row['dropoff_pin']}. Track: {tracking}"
+        who = row["courier_name"] or i18n.text(loc, "delivery.a_courier")
+        return i18n.text(loc, "delivery.assigned", head=head, who=who, eta=eta, pin=row["dropoff_pin"], url=tracking)
     if row["template"] == "delivery_picked_up":
-        return f"{head} is on its way.{eta} Track: {tracking}"
+        return i18n.text(loc, "delivery.picked_up", head=head, eta=eta, url=tracking)
     if row["template"] == "delivery_delivered":
-        return f"{head} was delivered. Enjoy!"
-    return f"{head}: the delivery was cancelled ({row['cancel_reason'] or 'no reason given'})."
+        return i18n.text(loc, "delivery.delivered", head=head)
+    return i18n.text(loc, "delivery.cancelled", head=head, reason=row["cancel_reason"] or i18n.text(loc, "delivery.no_reason"))
 
 
 @registry.on("delivery.status_changed")
 async def status_changed(event: Event, ctx: Context) -> None:
-    """Text the customer the new delivery status with the tracking link (once per status)."""
+    """Text the customer the new delivery status with the tracking link (once per status), and push it
+    to a signed-in customer's devices too (the ETA as it stands)."""
     p = event.payload
     key = f"delivery.{p['to']}:{p['delivery_id']}"
     rows = await (await ctx.conn.execute(queries.get("pending_delivery_sms"), {"business_id": event.business_id, "event_key": key})).fetchall()
     for row in rows:
         tracking = ctx.settings.delivery_tracking_url.format(order_id=row["order_id"], access_token=row["access_token"])
+        text = render(row, tracking)
         try:
-            sent = await ctx.providers.sms.send(row["recipient"], render(row, tracking), sender=await sms_sender(ctx, event.business_id))
+            sent = await ctx.providers.sms.send(row["recipient"], text, sender=await sms_sender(ctx, event.business_id))
         except ProviderError as exc:
             await ctx.conn.execute(queries.get("mark_notification"), {
                 "business_id": event.business_id, "id": row["id"], "status": "failed", "provider": None, "message_id": None,
                 "cost": 0, "error": exc.message})
-            continue
-        await ctx.conn.execute(queries.get("mark_notification"), {
-            "business_id": event.business_id, "id": row["id"], "status": "sent", "provider": sent.provider,
-            "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
+        else:
+            await ctx.conn.execute(queries.get("mark_notification"), {
+                "business_id": event.business_id, "id": row["id"], "status": "sent", "provider": sent.provider,
+                "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
+        if row["has_push"]:
+            await push_delivery(event, ctx, row, text, tracking)
+
+
+async def push_delivery(event: Event, ctx: Context, row: dict[str, Any], text: str, tracking: str) -> None:
+    twin = await (await ctx.conn.execute(queries.get("record_delivery_push"), {"business_id": event.business_id, "id": row["id"],
+                                                                              "user_id": str(row["user_id"])})).fetchone()
+    if twin is None:
+        return  # pushed by an earlier delivery of this event
+    subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_user"),
+                                         {"business_id": event.business_id, "user_id": row["user_id"]})).fetchall()
+    try:
+        sent = await push_to(ctx, event.business_id, subs, {"title": row["business_name"], "body": text, "url": tracking,
+                                                           "tag": f"delivery-{row['order_id']}", "lang": i18n.pick(row.get("locale"))})
+    except ProviderError as exc:
+        await mark(ctx, event.business_id, twin["id"], None, exc.message)
+        return
+    await mark(ctx, event.business_id, twin["id"], sent, None)
 
 
 @registry.scheduled("dispatch.prune_locations", "15 4 * * *")

@@ -10,34 +10,35 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from brigade import queries
+from brigade import i18n, queries
 from brigade.events import Event
 from brigade.providers import ProviderError
 from worker.notify import deliver, mark, receipt_parts
+from worker.push import push_to
 from worker.registry import Context, registry
 
 
 
 
 
-def money(cents: int, currency: str) -> str:
-    return f"{cents / 100:.2f} {currency}"
-
-
 def render(row: dict[str, Any], pickup_code: str | None) -> tuple[str, str]:
-    """(subject, text) of a message."""
-    head = f"{row['business_name']}: order #{row['order_number']}"
+    """(subject, text) of a message, in the customer's language (else the venue's), money and the
+    order time as that locale writes them, in the venue's time zone."""
+    loc = row.get("locale")
+    total = i18n.money(row["total_cents"], row["currency"], loc)
+    head = i18n.text(loc, "order.head", business=row["business_name"], number=row["order_number"])
     if row["template"] == "pickup_code":
-        return head, (f"{head} is paid ({money(row['total_cents'], row['currency'])}). "
-                      f"Your pickup code is {pickup_code}; show it at {row['venue_name']} within 60 minutes.")
+        return head, i18n.text(loc, "order.pickup_code", head=head, total=total, code=pickup_code, venue=row["venue_name"])
     if row["template"] == "order_ready":
-        return head, f"{head} is ready at {row['venue_name']}. Have your pickup code at hand."
+        return head, i18n.text(loc, "order.ready", head=head, venue=row["venue_name"])
     if row["template"] == "receipt":
         lines = "\n".join(f"  {line['quantity']} x {line['name']}" + (f" ({line['variant']})" if line["variant"] else "")
-                          + f"  {money(line['line_total_cents'], row['currency'])}" for line in row["lines"] or [])
-        code = f"\nPickup code: {pickup_code} (valid 60 minutes)" if pickup_code else ""
-        return f"Your receipt — {head}", f"Thank you for your order.\n{lines}\nTotal {money(row['total_cents'], row['currency'])}{code}"
-    return head, f"{head} is confirmed ({money(row['total_cents'], row['currency'])})."
+                          + f"  {i18n.money(line['line_total_cents'], row['currency'], loc)}" for line in row["lines"] or [])
+        placed = i18n.text(loc, "order.receipt_placed", when=i18n.when(row["placed_at"], row["time_zone"], loc)) if row.get("placed_at") else ""
+        code = "\n" + i18n.text(loc, "order.receipt_code", code=pickup_code) if pickup_code else ""
+        return (i18n.text(loc, "order.receipt_subject", head=head),
+                f"{i18n.text(loc, 'order.receipt_thanks')}\n{placed}\n{lines}\n{i18n.text(loc, 'order.receipt_total', total=total)}{code}")
+    return head, i18n.text(loc, "order.confirmed", head=head, total=total)
 
 
 async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: str | None = None) -> list[str]:
@@ -51,8 +52,9 @@ async def send_pending(event: Event, ctx: Context, event_key: str, pickup_code: 
         html, attachments = None, None
         if row["template"] == "receipt" and row["channel"] == "email":
             # the receipt proper: HTML body and the PDF attached, from the same templates as the receipt function
-            _, html, receipt_text, attachments = await receipt_parts(ctx, "order", row["order_id"])
-            code = f"Pickup code: {pickup_code} (valid 60 minutes)\n\n" if pickup_code else ""
+            # (its money and dates in the customer's locale; the pickup code line from the catalogs)
+            _, html, receipt_text, attachments = await receipt_parts(ctx, "order", row["order_id"], locale=row["locale"])
+            code = i18n.text(row["locale"], "order.receipt_code", code=pickup_code) + "\n\n" if pickup_code else ""
             text = code + receipt_text
         try:
             sent = await deliver(ctx, row["channel"], row["recipient"], subject, text, idempotency_key=f"{event_key}:{row['id']}",
@@ -90,6 +92,48 @@ async def order_ready(event: Event, ctx: Context) -> None:
 
 
 
+
+
+PUSH_STATUSES = {"accepted", "preparing", "ready", "completed", "cancelled"}
+
+
+def render_push(ctx: Context, row: dict[str, Any]) -> dict[str, Any]:
+    """The notification a browser shows (in the customer's language): title, body, the page it opens,
+    a tag so a newer status replaces the last one."""
+    loc = row.get("locale")
+    status = row["detail"].get("status", "")
+    key = f"push.order.{status}" if status in PUSH_STATUSES else "push.order.updated"
+    title = i18n.text(loc, "order.head", business=row["business_name"], number=row["order_number"])
+    body = i18n.text(loc, key, number=row["order_number"], venue=row["venue_name"] or "")
+    url = ctx.settings.delivery_tracking_url.format(order_id=row["order_id"], access_token=row["access_token"])
+    return {"title": title, "body": body, "url": url, "tag": f"order-{row['order_id']}", "lang": i18n.pick(loc)}
+
+
+@registry.on("push.send")
+async def push_send(event: Event, ctx: Context) -> None:
+    """Push one pending notification_log row (order status) to every device of its user."""
+    params = {"business_id": event.business_id, "id": event.payload["notification_id"]}
+    row = await (await ctx.conn.execute(queries.get("pending_push"), params)).fetchone()
+    if row is None:
+        return  # sent by an earlier delivery of this event
+    user_id = row["recipient"].removeprefix("user:")
+    if row["template"] == "delivery_offer":
+        subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_driver"), {"user_id": user_id})).fetchall()
+        d = row["detail"]
+        payload = {"title": row["venue_name"], "tag": f"offer-{d['offer_id']}", "lang": i18n.pick(row.get("locale")),
+                   "body": i18n.text(row.get("locale"), "push.delivery_offer", venue=row["venue_name"], km=d.get("distance_km") or "?",
+                                     seconds=d.get("seconds", 0)), "offer_id": d["offer_id"]}
+    else:
+        subs = await (await ctx.conn.execute(queries.get("push_subscriptions_of_user"), {"business_id": event.business_id,
+                                                                                        "user_id": user_id})).fetchall()
+        payload = render_push(ctx, row)
+    try:
+        sent = await push_to(ctx, event.business_id, subs, payload)
+    except ProviderError as exc:
+        await mark(ctx, event.business_id, row["id"], None, exc.message)
+        ctx.log.info("push not delivered", extra={"action": "push_failed", "business_id": str(event.business_id), "error": exc.message})
+        return
+    await mark(ctx, event.business_id, row["id"], sent, None)
 
 
 async def refund_cancelled(event: Event, ctx: Context) -> None:

@@ -10,7 +10,7 @@ import httpx
 
 from psycopg.types.json import Jsonb
 
-from brigade import queries
+from brigade import i18n, queries
 from brigade.billing import StripeBilling
 from brigade.providers import ProviderError
 from brigade.events import Event
@@ -71,9 +71,12 @@ async def staff_invited(event: Event, ctx: Context) -> None:
 async def claim_requested(event: Event, ctx: Context) -> None:
     """Send the one-time code that lets a signed-in customer claim their guest orders."""
     p = event.payload
-    text = f"{p['business_name']}: your code to link your past orders is {p['code']}. It expires in 10 minutes."
+    row = await (await ctx.conn.execute(queries.get("claim_code_locale"), {"business_id": event.business_id,
+                                                                          "claim_id": p["claim_id"]})).fetchone()
+    loc = row["locale"] if row else None
+    text = i18n.text(loc, "claim.code", business=p["business_name"], code=p["code"])
     await _send_once(event, ctx, f"customer.claim:{p['claim_id']}", p["channel"], p["destination"], "order_claim_code",
-                     f"Your {p['business_name']} code", text)
+                     i18n.text(loc, "claim.subject", business=p["business_name"]), text)
 
 
 @registry.scheduled("billing.close_periods", "5 0 * * *")
