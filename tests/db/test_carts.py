@@ -108,6 +108,9 @@ def test_a_cart_is_priced_exactly_as_place_order_prices(api: Api, conn: Conn, te
     cart's lines and totals equal the order place_order writes for the same input, and checking the
     cart out writes that same total."""
     seen = Counter[str]()
+    # thirty examples are thirty guest orders from one IP, phone and email within seconds: exactly what issue
+    # 22's limits refuse (PT429); this test is about pricing, so this database has no limits
+    conn.execute("delete from app.rate_limits")
 
     @settings(max_examples=30, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
