@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from brigade import queries
 from brigade.billing import StripeBilling
+from brigade.connect import StripeConnect, TransferRefused
 from brigade.providers import ProviderError
 from brigade.events import Event
 from worker.notify import deliver, mark
@@ -83,9 +84,35 @@ async def close_billing_periods(ctx: Context) -> None:
 
 @registry.scheduled("platform.payouts", "30 1 * * *")
 async def scheduled_payouts(ctx: Context) -> None:
-    """Each business's weekly or monthly payout for its last complete period (recomputed while pending)."""
+    """Each business's weekly or monthly payout for its last complete period (recomputed while pending);
+    then every pending scheduled payout whose period is over is sent (payout.transfer_requested) or carried forward."""
     row = await (await ctx.conn.execute(queries.get("run_scheduled_payouts"))).fetchone()
-    ctx.log.info("scheduled payouts", extra={"action": "platform_payouts", "computed": row["n"] if row else 0})
+    sent = await (await ctx.conn.execute(queries.get("prepare_due_payouts"))).fetchone()
+    ctx.log.info("scheduled payouts", extra={"action": "platform_payouts", "computed": row["n"] if row else 0,
+                                             "sent": len(sent["payouts"]) if sent else 0})
+
+
+@registry.on("payout.transfer_requested")
+async def transfer_payout(event: Event, ctx: Context) -> None:
+    """One Stripe transfer per payout to the business's connected account, keyed `payout:<id>`: a retry
+    (crash between Stripe's answer and the commit) gets Stripe's first answer back, never a second
+    transfer. The payout turns paid on Stripe's transfer.created webhook."""
+    if ctx.settings.payments_provider != "stripe":
+        return
+    ids = {"business_id": event.business_id, "payout_id": event.payload["payout_id"]}
+    row = await (await ctx.conn.execute(queries.get("payout_transfer_request"), ids)).fetchone()
+    request = row["request"] if row else None
+    if not request:
+        return
+    try:
+        transfer = await StripeConnect(ctx.settings).transfer(request)
+        outcome = {"transfer_id": transfer["id"], "error": None}
+    except TransferRefused as exc:
+        outcome = {"transfer_id": None, "error": f"{exc.code or 'refused'}: {exc}"}
+    status = await (await ctx.conn.execute(queries.get("record_payout_transfer"), {**ids, **outcome})).fetchone()
+    ctx.log.info("payout transfer", extra={"action": "payout_transfer", "business_id": str(event.business_id),
+                                           "payout_id": ids["payout_id"], "transfer_id": outcome["transfer_id"],
+                                           "error": outcome["error"], "status": status["status"] if status else None})
 
 
 @registry.on("billing.sync_requested")
