@@ -294,6 +294,7 @@ begin
   return null;
 end
 $$;
+revoke all on function app.tg_stripe_events_connect() from public;
 
 create trigger business_payouts_transition before update of status, gross_cents, platform_fee_cents, refunds_cents,
   delivery_cost_cents, carried_in_cents, stripe_account_id, idempotency_key on public.business_payouts

@@ -184,6 +184,9 @@ SENSITIVE_READS: dict[tuple[str, str], str] = {
     ("deliveries", "proof_pin_verified"): "customers",
     ("business_payouts", "delivery_cost_cents"): "members",
     ("business_payouts", "platform_fee_cents"): "members",
+    ("business_payouts", "carried_into_payout_id"): "members",  # which later payout took in this one's balance (issue 23)
+    ("business_payouts", "idempotency_key"): "members",  # payout:<id>, the key of its Stripe transfer: no secret
+    ("connect_payouts", "stripe_payout_id"): "members",  # the owner's own bank payouts from its connected account
     ("businesses", "application_fee_bps"): "members",
     ("businesses", "payout_schedule"): "members",  # when the business is paid out: its own setting to read
     ("businesses", "require_pin_reauth"): "members",  # whether its sensitive actions ask for a PIN: its own setting
