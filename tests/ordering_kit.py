@@ -99,7 +99,7 @@ EXPECTED_TOTAL = EXPECTED_SUBTOTAL + EXPECTED_TAX + 100  # 1601
 
 
 class FakeStripe:
-    """Checkout Sessions, Refunds and Connect Transfers as Stripe's API answers them, idempotency keys honoured.
+    """Checkout Sessions, Refunds, Customers and Connect Transfers as Stripe's API answers them, idempotency keys honoured.
 
     `refuse_destinations` are connected accounts a transfer to is refused (400, as for a closed account);
     `on_transfer(transfer)` runs before the answer is sent (e.g. to deliver Stripe's webhook first)."""
@@ -112,6 +112,7 @@ class FakeStripe:
         server.route("POST", r"/v1/checkout/sessions", self._idempotent(self._session))
         server.route("POST", r"/v1/refunds", self._idempotent(self._refund))
         server.route("POST", r"/v1/transfers", self._idempotent(self._transfer))
+        server.route("POST", r"/v1/customers", self._idempotent(self._customer))
         self.refuse_destinations: set[str] = set()
         self.on_transfer: Any = None
 
@@ -158,6 +159,16 @@ class FakeStripe:
         if self.on_transfer:
             self.on_transfer(transfer)
         return Reply(200, transfer)
+
+    def _customer(self, req: Recorded) -> Reply:
+        form = {k: v[0] for k, v in req.form.items()}
+        n = next(self.counter)
+        return Reply(200, {"id": f"cus_test{n:04d}", "object": "customer", "email": form.get("email"), "name": form.get("name"),
+                           "created": int(time.time()), "livemode": False,
+                           "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}})
+
+    def customers(self) -> list[Recorded]:
+        return self.server.calls("POST", r"/v1/customers")
 
     def transfers(self) -> list[Recorded]:
         return self.server.calls("POST", r"/v1/transfers")
