@@ -35,6 +35,13 @@ class StripeConnect:
         Raises TransferRefused for a definitive refusal; other Stripe errors propagate (the event is retried)."""
         params = {k: request[k] for k in ("amount", "currency", "destination", "transfer_group", "description", "metadata")}
         try:
+            # Stripe keeps idempotency keys for 24 hours: a retry later than that (a dead letter replayed)
+            # finds the first transfer by its group instead of making a second one
+            existing = await asyncio.to_thread(self.client.v1.transfers.list,
+                                               params={"transfer_group": request["transfer_group"], "limit": 1})
+            if existing.data:
+                found = existing.data[0]
+                return {"id": found["id"], "amount": found["amount"], "destination": found["destination"]}
             transfer = await asyncio.to_thread(self.client.v1.transfers.create, params=params,
                                                options={"idempotency_key": request["idempotency_key"]})
         except self.stripe.StripeError as exc:

@@ -113,6 +113,8 @@ class FakeStripe:
         server.route("POST", r"/v1/refunds", self._idempotent(self._refund))
         server.route("POST", r"/v1/transfers", self._idempotent(self._transfer))
         server.route("POST", r"/v1/customers", self._idempotent(self._customer))
+        server.route("GET", r"/v1/transfers", self._list_transfers)
+        self.transfers_made: list[dict[str, Any]] = []
         self.refuse_destinations: set[str] = set()
         self.on_transfer: Any = None
 
@@ -156,9 +158,16 @@ class FakeStripe:
                     "transfer_group": form.get("transfer_group"), "description": form.get("description"),
                     "created": int(time.time()), "livemode": False, "reversals": {"object": "list", "data": [], "has_more": False},
                     "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}}
+        self.transfers_made.append(transfer)
         if self.on_transfer:
             self.on_transfer(transfer)
         return Reply(200, transfer)
+
+    def _list_transfers(self, req: Recorded, _: Any) -> Reply:
+        group = req.query.get("transfer_group", [None])[0]
+        found = [t for t in reversed(self.transfers_made) if group is None or t["transfer_group"] == group]
+        limit = int(req.query.get("limit", ["10"])[0])
+        return Reply(200, {"object": "list", "url": "/v1/transfers", "has_more": len(found) > limit, "data": found[:limit]})
 
     def _customer(self, req: Recorded) -> Reply:
         form = {k: v[0] for k, v in req.form.items()}

@@ -61,11 +61,13 @@ def drain(outside: Outside) -> None:
 @pytest.mark.clock
 def test_a_weekly_payout_is_transferred_and_paid_once(api: Api, conn: Conn, factory: Factory, outside: Outside) -> None:
     bistro, closed = factory.tenant("Payout Bistro", {"ordering": True}), factory.tenant("Closed Account Cafe", {"ordering": True})
-    menus = {t.business_id: build_menu(conn, t) for t in (bistro, closed)}
-    for t, account in ((bistro, "acct_bistro01"), (closed, "acct_closed01")):
+    replayed = factory.tenant("Replayed Deli", {"ordering": True})
+    menus = {t.business_id: build_menu(conn, t) for t in (bistro, closed, replayed)}
+    for t, account in ((bistro, "acct_bistro01"), (closed, "acct_closed01"), (replayed, "acct_replay01")):
         conn.execute("select app.set_payment_account(%s, %s)", (t.business_id, account))
     gross = last_week_of_sales(api, conn, menus[bistro.business_id], 2)
     last_week_of_sales(api, conn, menus[closed.business_id], 1)
+    last_week_of_sales(api, conn, menus[replayed.business_id], 1)
     fees = conn.execute("select sum(fee_cents) as s from public.platform_fees where business_id = %s", (bistro.business_id,)).fetchone()["s"]  # type: ignore[index]
     outside.stripe.refuse_destinations.add("acct_closed01")
 
@@ -83,7 +85,15 @@ def test_a_weekly_payout_is_transferred_and_paid_once(api: Api, conn: Conn, fact
     sent = payout_of(conn, bistro.business_id)
     assert (sent["status"], sent["gross_cents"], sent["net_cents"], sent["amount_due_cents"]) == ("processing", gross, gross - fees, gross - fees)
     assert sent["idempotency_key"] == f"payout:{sent['id']}" and sent["stripe_account_id"] == "acct_bistro01"
+    # the deli's transfer was made by an earlier attempt whose answer was lost, so long ago that Stripe
+    # forgot the idempotency key: the worker finds it by its transfer group instead of paying again
+    late = payout_of(conn, replayed.business_id)
+    outside.stripe.transfers_made.append({"id": "tr_test_lost", "object": "transfer", "amount": late["amount_due_cents"], "amount_reversed": 0,
+                                          "currency": "usd", "destination": "acct_replay01", "reversed": False,
+                                          "transfer_group": f"payout_{late['id']}", "metadata": {}})
     drain(outside)
+    assert [t for t in outside.stripe.transfers() if t.form["destination"] == ["acct_replay01"]] == []
+    assert (payout_of(conn, replayed.business_id)["status"], payout_of(conn, replayed.business_id)["stripe_transfer_id"]) == ("processing", "tr_test_lost")
 
     transfers = [t for t in outside.stripe.transfers() if t.form["destination"] == ["acct_bistro01"]]
     [transfer] = transfers
