@@ -114,11 +114,15 @@ async def checkout(
 
 
 async def with_saved_cards(conn: Any, providers: Providers, claims: Claims, ctx: dict[str, Any], params: dict[str, Any]) -> None:
-    """A signed-in customer's own order: check out as their Stripe Customer (created once, on the account
-    the charge is made on), so Checkout offers the cards they saved and asks before saving a new one."""
+    """A signed-in customer's own order or booking: check out as their Stripe Customer (created once, on the
+    account the charge is made on), so Checkout offers the cards they saved and asks before saving a new one."""
     if claims.user_id is None:
         return
-    row = await (await conn.execute("select app.checkout_customer(%s, %s) as c", (ctx["order_id"], claims.user_id))).fetchone()
+    if ctx.get("booking_id"):
+        row = await (await conn.execute("select app.booking_checkout_customer(%s, %s) as c",
+                                        (ctx["booking_id"], claims.user_id))).fetchone()
+    else:
+        row = await (await conn.execute("select app.checkout_customer(%s, %s) as c", (ctx["order_id"], claims.user_id))).fetchone()
     customer = row["c"] if row else None
     if not customer:
         return
@@ -192,8 +196,10 @@ async def _booking_checkout(body: CheckoutRequest, claims: Claims, pool: AsyncCo
             return CheckoutResponse(booking_id=body.booking_id, session_id=s["id"], url=s["url"],
                                     expires_at=datetime.fromisoformat(s["expires_at"]), reused=True)
         expires_at = session_expiry(settings)
+        params = booking_session_params(ctx, body, settings, expires_at)
+        await with_saved_cards(conn, providers, claims, ctx, params)
         session = await providers.payments.create_checkout_session(
-            booking_session_params(ctx, body, settings, expires_at),
+            params,
             idempotency_key=f"checkout:booking:{ctx['booking_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
         await conn.execute("select app.attach_booking_checkout_session(%s, %s, %s, %s)",
                            (body.booking_id, session.id, session.url, session.expires_at))

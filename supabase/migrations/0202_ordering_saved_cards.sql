@@ -1,5 +1,5 @@
 -- Saved cards at checkout (issue 23 item 3). customer_payment_methods (0054) held card metadata that
--- nothing filled and checkout never used. Now a signed-in customer's checkout uses their Stripe
+-- nothing filled and checkout never used. Now a signed-in customer's checkout (order or booking) uses their Stripe
 -- Customer, created once per business customer (customers.stripe_customer_id, on the business's
 -- connected account when it has one, like the charge), so Checkout offers the cards saved before and
 -- asks whether to save a new one. customer_payment_methods follows Stripe's payment_method.attached /
@@ -16,9 +16,27 @@ create index customers_stripe_customer_idx on public.customers (stripe_customer_
 
 -- section private helpers
 
-/** The signed-in customer behind an unpaid order (the caller must be the order's user), for checkout:
-    {customer_id, stripe_customer_id, email, name, saved_cards}, or null for a guest or staff checkout.
-    The customer row is found or created as payment would. Service only. */
+/** A customer as checkout needs it for saved cards: {business_id, customer_id, stripe_customer_id,
+    email, name, saved_cards}. Service only. */
+create function app.saved_cards_customer(p_business_id uuid, p_customer_id uuid, p_email text, p_name text) returns jsonb
+language sql stable security definer
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'business_id', c.business_id, 'customer_id', c.id, 'stripe_customer_id', c.stripe_customer_id,
+    'email', coalesce(c.email, p_email), 'name', coalesce(c.full_name, p_name),
+    'saved_cards', coalesce((select jsonb_agg(jsonb_build_object('brand', m.brand, 'last4', m.last4, 'exp_month', m.exp_month,
+                                                                 'exp_year', m.exp_year, 'is_default', m.is_default)
+                                              order by m.is_default desc, m.created_at desc)
+                             from public.customer_payment_methods m where m.business_id = c.business_id and m.customer_id = c.id), '[]'))
+  from public.customers c where c.business_id = p_business_id and c.id = p_customer_id
+$$;
+revoke all on function app.saved_cards_customer(uuid, uuid, text, text) from public;
+grant execute on function app.saved_cards_customer(uuid, uuid, text, text) to service_role;
+
+/** The signed-in customer behind an order (the caller must be the order's user), for checkout (see
+    app.saved_cards_customer), or null for a guest's or staff's checkout. The customer row is found or
+    created as payment would. Service only. */
 create function app.checkout_customer(p_order_id uuid, p_user_id uuid) returns jsonb
 language plpgsql volatile security definer
 set search_path = ''
@@ -31,20 +49,36 @@ begin
   if v_order.id is null or p_user_id is null or v_order.user_id is distinct from p_user_id then
     return null;
   end if;
+  -- found or created first, in a statement of its own: the stable reader below sees it then
   v_customer := coalesce(v_order.customer_id,
     app.find_or_create_customer(v_order.business_id, v_order.user_id, v_order.guest_name, v_order.guest_phone, v_order.guest_email));
-  return (select jsonb_build_object(
-    'business_id', c.business_id, 'customer_id', c.id, 'stripe_customer_id', c.stripe_customer_id,
-    'email', coalesce(c.email, v_order.guest_email), 'name', coalesce(c.full_name, v_order.guest_name),
-    'saved_cards', coalesce((select jsonb_agg(jsonb_build_object('brand', m.brand, 'last4', m.last4, 'exp_month', m.exp_month,
-                                                                 'exp_year', m.exp_year, 'is_default', m.is_default)
-                                              order by m.is_default desc, m.created_at desc)
-                             from public.customer_payment_methods m where m.business_id = c.business_id and m.customer_id = c.id), '[]'))
-    from public.customers c where c.business_id = v_order.business_id and c.id = v_customer);
+  return app.saved_cards_customer(v_order.business_id, v_customer, v_order.guest_email, v_order.guest_name);
 end
 $$;
 revoke all on function app.checkout_customer(uuid, uuid) from public;
 grant execute on function app.checkout_customer(uuid, uuid) to service_role;
+
+/** The same for a held booking of the signed-in caller. Service only. */
+create function app.booking_checkout_customer(p_booking_id uuid, p_user_id uuid) returns jsonb
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_booking public.bookings;
+  v_customer uuid;
+begin
+  select bk.* into v_booking from public.bookings bk where bk.id = p_booking_id;
+  if v_booking.id is null or p_user_id is null or v_booking.user_id is distinct from p_user_id then
+    return null;
+  end if;
+  -- found or created first, in a statement of its own: the stable reader below sees it then
+  v_customer := coalesce(v_booking.customer_id,
+    app.find_or_create_customer(v_booking.business_id, v_booking.user_id, v_booking.guest_name, v_booking.guest_phone, v_booking.guest_email));
+  return app.saved_cards_customer(v_booking.business_id, v_customer, v_booking.guest_email, v_booking.guest_name);
+end
+$$;
+revoke all on function app.booking_checkout_customer(uuid, uuid) from public;
+grant execute on function app.booking_checkout_customer(uuid, uuid) to service_role;
 
 /** Records the Stripe Customer created for a customer, once: a second (concurrent) one loses and the
     first id is returned. Service only. */

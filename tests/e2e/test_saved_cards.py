@@ -1,7 +1,8 @@
 """Saved cards at checkout (issue 23 item 3), over HTTP against the fake Stripe with the real SDK: a
 signed-in customer checks out as their Stripe Customer (created once), Checkout is asked to offer
 saving the card; payment_method.attached saves its metadata for the customer, who reads it under RLS;
-the returning customer's next checkout reuses the same Customer, so Checkout offers the saved card;
+the returning customer's next checkout (an order, then a booking) reuses the same Customer, so Checkout
+offers the saved card;
 payment_method.detached removes it and a late attached event does not bring it back; guests are
 unchanged."""
 
@@ -14,6 +15,7 @@ import httpx
 import psycopg
 
 from brigade.auth import Claims
+from tests.bookings_kit import build_activity, hold
 from tests.conftest import Api, Factory
 from tests.e2e.test_connect_payouts import webhook
 from tests.functions.test_payments import bearer
@@ -73,6 +75,15 @@ def test_a_returning_customer_is_offered_their_saved_card(api: Api, conn: Conn, 
     # an attached card of a Customer nobody here knows changes nothing
     webhook(outside, card_event("payment_method.attached", "pm_stranger", "cus_nobody"))
     assert conn.execute("select count(*) as n from public.customer_payment_methods").fetchone() == {"n": 0}
+
+    # a booking of the same signed-in customer checks out as the same Customer too
+    act = build_activity(conn, menu.tenant)
+    booking = hold(api, act, claims=ada)
+    r = httpx.post(f"{outside.functions.url}/functions/v1/checkout", headers=bearer(outside, ada), timeout=30,
+                   json={"booking_id": booking["booking_id"], "access_token": booking["access_token"]})
+    assert r.status_code == 200, r.text
+    [booked] = [c for c in outside.stripe.sessions() if c.form.get("client_reference_id") == [booking["booking_id"]]]
+    assert booked.form["customer"] == [cus["stripe_customer_id"]] and len(outside.stripe.customers()) == 1
 
     # a guest's checkout has no Customer (Stripe gets the email only); someone else's order is not theirs to save to
     guest = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
