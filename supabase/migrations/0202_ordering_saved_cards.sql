@@ -153,6 +153,22 @@ end
 $$;
 revoke all on function app.tg_stripe_events_payment_method() from public;
 
+/** An erased (anonymised) customer keeps no link to Stripe and no saved card here. */
+create function app.tg_customers_forget_cards() returns trigger
+language plpgsql security definer
+set search_path = ''
+as $$
+begin
+  new.stripe_customer_id := null;
+  delete from public.customer_payment_methods m where m.business_id = new.business_id and m.customer_id = new.id;
+  return new;
+end
+$$;
+revoke all on function app.tg_customers_forget_cards() from public;
+
+create trigger customers_forget_cards before update of anonymised_at on public.customers
+  for each row when (old.anonymised_at is null and new.anonymised_at is not null)
+  execute function app.tg_customers_forget_cards();
 create trigger stripe_events_payment_method after insert on public.stripe_events
   for each row when (new.type in ('payment_method.attached', 'payment_method.detached'))
   execute function app.tg_stripe_events_payment_method();

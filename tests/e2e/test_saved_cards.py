@@ -85,6 +85,13 @@ def test_a_returning_customer_is_offered_their_saved_card(api: Api, conn: Conn, 
     [booked] = [c for c in outside.stripe.sessions() if c.form.get("client_reference_id") == [booking["booking_id"]]]
     assert booked.form["customer"] == [cus["stripe_customer_id"]] and len(outside.stripe.customers()) == 1
 
+    # erasing the customer drops the Stripe link and any saved card
+    webhook(outside, card_event("payment_method.attached", "pm_ada_mc", cus["stripe_customer_id"]))
+    assert len(api.run(ada, "select id from public.customer_payment_methods")) == 1
+    conn.execute("select app.anonymise_customer(%s, %s)", (b, cus["id"]))
+    assert conn.execute("select stripe_customer_id from public.customers where id = %s", (cus["id"],)).fetchone() == {"stripe_customer_id": None}
+    assert conn.execute("select count(*) as n from public.customer_payment_methods").fetchone() == {"n": 0}
+
     # a guest's checkout has no Customer (Stripe gets the email only); someone else's order is not theirs to save to
     guest = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
     guest_form = checkout(outside, guest, None)
