@@ -73,7 +73,7 @@ grant execute on function app.payout_transition_allowed(text, text) to service_r
 /** The scheduled sending (job platform.payouts, after the computation): every pending payout of a
     business on a weekly or monthly schedule whose period is over takes in the unpaid balance of its
     earlier failed or carried-forward payouts, then is carried forward (amount due ≤ 0), waits (no
-    connected account yet) or moves to `processing` with its idempotency key and a
+    connected account yet, or another payout of the business overlaps its period) or moves to `processing` with its idempotency key and a
     `payout.transfer_requested` event. Returns the payouts moved to processing. Service only. */
 create function app.prepare_due_payouts(p_now timestamptz default now()) returns jsonb
 language plpgsql volatile security definer
@@ -92,6 +92,10 @@ begin
     join public.businesses b on b.id = bp.business_id
     where bp.status = 'pending' and bp.period_end <= p_now
       and b.payout_schedule in ('weekly', 'monthly') and b.status = 'active'
+      -- two payouts over overlapping periods would count the same payments twice: neither is sent
+      -- until the operator removes one (generate_payouts takes any period)
+      and not exists (select 1 from public.business_payouts o where o.business_id = bp.business_id and o.id <> bp.id
+                       and o.period_start < bp.period_end and bp.period_start < o.period_end)
     order by bp.business_id, bp.period_start
     for update of bp skip locked
   loop

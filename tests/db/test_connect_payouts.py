@@ -1,6 +1,6 @@
 """The payout ledger's rules for Stripe Connect (issue 23 item 1), at fixed instants: a negative week is
 carried forward, a failed transfer's amount lands in the next payout exactly once, a business without a
-connected account waits without losing its carry, manual businesses are never sent, statuses only move
+connected account waits without losing its carry, manual businesses and overlapping periods are never sent, statuses only move
 forward, a sent payout's amounts are frozen, and transfer webhooks pay or fail only a processing payout."""
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ def test_carry_forward_failure_and_forward_only_statuses(conn: Conn, factory: Fa
     waits = payout(conn, later, 0, 0, refunds=200)
     waits_too = payout(conn, later, 1, 700)
     never = payout(conn, manual, 0, 900)
+    # the operator computed a payout over a period overlapping two scheduled weeks of another business: none of them is sent
+    overlapping = factory.tenant("Overlap Grill", {"ordering": True}).business_id
+    conn.execute("update public.businesses set time_zone = 'UTC', stripe_account_id = 'acct_overlap1' where id = %s", (overlapping,))
+    doubled = [payout(conn, overlapping, 0, 100), payout(conn, overlapping, 1, 100)]
+    conn.execute("insert into public.business_payouts (business_id, period_start, period_end, currency, gross_cents, net_cents) "
+                 "values (%s, %s, %s, 'USD', 150, 150)", (overlapping, week(0)[0] + timedelta(days=3), week(1)[0] + timedelta(days=3)))
 
     sent = conn.execute("select app.prepare_due_payouts(%s) as p", (week(2)[0],)).fetchone()["p"]  # type: ignore[index]
     assert [(p["payout_id"], p["amount_due_cents"]) for p in sent] == [(str(busy), 440)]
@@ -65,6 +71,7 @@ def test_carry_forward_failure_and_forward_only_statuses(conn: Conn, factory: Fa
                                  "idempotency_key": f"payout:{busy}"}
     assert state(conn, current)["status"] == "pending"
     assert state(conn, never)["status"] == "pending", "a manual business is paid by the operator"
+    assert [state(conn, p)["status"] for p in doubled] == ["pending", "pending"]
     # no connected account: the negative week is carried, the next one waits holding the carry
     assert state(conn, waits)["status"] == "carried_forward"
     assert state(conn, waits_too) == {"status": "pending", "carried_in_cents": -200, "amount_due_cents": 500,
