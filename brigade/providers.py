@@ -112,6 +112,9 @@ class Payments(Protocol):
 
     async def retrieve_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> dict[str, Any] | None: ...
 
+    async def create_customer(self, params: dict[str, Any], *, idempotency_key: str,
+                              stripe_account: str | None = None) -> str | None: ...
+
 
 class LogSms:
     def __init__(self, settings: Settings) -> None:
@@ -223,6 +226,11 @@ class LogPayments:
 
     async def retrieve_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> dict[str, Any] | None:
         """Nothing to ask: the local page applies its payment itself."""
+        return None
+
+    async def create_customer(self, params: dict[str, Any], *, idempotency_key: str,
+                              stripe_account: str | None = None) -> str | None:
+        """No Stripe, no saved cards: the local page takes no card."""
         return None
 
 
@@ -341,6 +349,16 @@ class StripePayments:
         except self.stripe.StripeError as exc:
             raise ProviderError(f"Stripe refused the refund: {exc.user_message or exc}", hint="refund_failed") from exc
         return ProviderRefund(refund.id, refund.status or "pending", getattr(refund, "failure_reason", None))
+
+    async def create_customer(self, params: dict[str, Any], *, idempotency_key: str,
+                              stripe_account: str | None = None) -> str | None:
+        """A Stripe Customer (on the connected account when given) for a signed-in customer's saved cards; its id."""
+        try:
+            customer = await asyncio.to_thread(self.client.v1.customers.create, params=params,
+                                               options=self._options(idempotency_key, stripe_account))
+        except self.stripe.StripeError as exc:
+            raise ProviderError(f"Stripe refused the customer: {exc.user_message or exc}", hint="checkout_failed") from exc
+        return str(customer.id)
 
     async def expire_checkout_session(self, session_id: str, *, stripe_account: str | None = None) -> None:
         """Closes an open Checkout Session (a booking's hold ran out); one already complete or expired is left as it is."""

@@ -109,13 +109,43 @@ async def checkout(
             return CheckoutResponse(order_id=body.order_id, session_id=s["id"], url=s["url"],
                                     expires_at=datetime.fromisoformat(s["expires_at"]), reused=True)
         expires_at = session_expiry(settings)
+        params = session_params(ctx, body, settings, expires_at)
+        await with_saved_cards(conn, providers, claims, ctx, params)
         session = await providers.payments.create_checkout_session(
-            session_params(ctx, body, settings, expires_at), idempotency_key=f"checkout:{ctx['order_id']}:{ctx['attempt']}",
-            stripe_account=ctx.get("stripe_account_id"))
+            params, idempotency_key=f"checkout:{ctx['order_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
         await conn.execute("select app.attach_checkout_session(%s, %s, %s, %s)",
                            (body.order_id, session.id, session.url, session.expires_at))
     return CheckoutResponse(order_id=body.order_id, session_id=session.id, url=session.url,
                             expires_at=session.expires_at, reused=False)
+
+
+async def with_saved_cards(conn: Any, providers: Providers, claims: Claims, ctx: dict[str, Any], params: dict[str, Any]) -> None:
+    """A signed-in customer's own order or booking: check out as their Stripe Customer (created once, on the
+    account the charge is made on), so Checkout offers the cards they saved and asks before saving a new one."""
+    if claims.user_id is None:
+        return
+    if ctx.get("booking_id"):
+        row = await (await conn.execute("select app.booking_checkout_customer(%s, %s) as c",
+                                        (ctx["booking_id"], claims.user_id))).fetchone()
+    else:
+        row = await (await conn.execute("select app.checkout_customer(%s, %s) as c", (ctx["order_id"], claims.user_id))).fetchone()
+    customer = row["c"] if row else None
+    if not customer:
+        return
+    stripe_customer = customer["stripe_customer_id"]
+    if not stripe_customer:
+        created = await providers.payments.create_customer(
+            {k: v for k, v in {"email": customer["email"], "name": customer["name"],
+                               "metadata": {"business_id": customer["business_id"], "customer_id": customer["customer_id"]}}.items() if v},
+            idempotency_key=f"customer:{customer['business_id']}:{customer['customer_id']}", stripe_account=ctx.get("stripe_account_id"))
+        if not created:
+            return
+        row = await (await conn.execute("select app.attach_stripe_customer(%s, %s, %s) as id",
+                                        (customer["business_id"], customer["customer_id"], created))).fetchone()
+        stripe_customer = row["id"] if row else created
+    params.pop("customer_email", None)  # Stripe takes one of customer and customer_email
+    params["customer"] = stripe_customer
+    params["saved_payment_method_options"] = {"payment_method_save": "enabled"}
 
 
 async def _context(conn: Any, body: CheckoutRequest) -> dict[str, Any]:
@@ -172,8 +202,10 @@ async def _booking_checkout(body: CheckoutRequest, claims: Claims, pool: AsyncCo
             return CheckoutResponse(booking_id=body.booking_id, session_id=s["id"], url=s["url"],
                                     expires_at=datetime.fromisoformat(s["expires_at"]), reused=True)
         expires_at = session_expiry(settings)
+        params = booking_session_params(ctx, body, settings, expires_at)
+        await with_saved_cards(conn, providers, claims, ctx, params)
         session = await providers.payments.create_checkout_session(
-            booking_session_params(ctx, body, settings, expires_at),
+            params,
             idempotency_key=f"checkout:booking:{ctx['booking_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
         await conn.execute("select app.attach_booking_checkout_session(%s, %s, %s, %s)",
                            (body.booking_id, session.id, session.url, session.expires_at))

@@ -99,7 +99,10 @@ EXPECTED_TOTAL = EXPECTED_SUBTOTAL + EXPECTED_TAX + 100  # 1601
 
 
 class FakeStripe:
-    """Checkout Sessions and Refunds as Stripe's API answers them, idempotency keys honoured."""
+    """Checkout Sessions, Refunds, Customers and Connect Transfers as Stripe's API answers them, idempotency keys honoured.
+
+    `refuse_destinations` are connected accounts a transfer to is refused (400, as for a closed account);
+    `on_transfer(transfer)` runs before the answer is sent (e.g. to deliver Stripe's webhook first)."""
 
     def __init__(self, server: FakeServer) -> None:
         self.server = server
@@ -110,6 +113,12 @@ class FakeStripe:
         server.route("POST", r"/v1/refunds", self._idempotent(self._refund))
         server.route("GET", r"/v1/checkout/sessions/(?P<id>cs_[A-Za-z0-9_]+)", self._retrieve)
         self.stored: dict[str, dict[str, Any]] = {}
+        server.route("POST", r"/v1/transfers", self._idempotent(self._transfer))
+        server.route("POST", r"/v1/customers", self._idempotent(self._customer))
+        server.route("GET", r"/v1/transfers", self._list_transfers)
+        self.transfers_made: list[dict[str, Any]] = []
+        self.refuse_destinations: set[str] = set()
+        self.on_transfer: Any = None
 
     def _idempotent(self, handler: Any) -> Any:
         def route(req: Recorded, match: Any) -> Reply:
@@ -160,6 +169,41 @@ class FakeStripe:
         return Reply(200, {"id": f"re_test_{n:04d}", "object": "refund", "amount": int(form["amount"]),
                            "payment_intent": form["payment_intent"], "status": self.refund_status, "currency": "usd",
                            "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}})
+
+    def _transfer(self, req: Recorded) -> Reply:
+        form = {k: v[0] for k, v in req.form.items()}
+        if form["destination"] in self.refuse_destinations:
+            return Reply(400, {"error": {"type": "invalid_request_error", "code": "account_invalid", "param": "destination",
+                                         "message": f"The destination account {form['destination']} cannot receive transfers."}})
+        n = next(self.counter)
+        transfer = {"id": f"tr_test_{n:04d}", "object": "transfer", "amount": int(form["amount"]), "amount_reversed": 0,
+                    "currency": form["currency"], "destination": form["destination"], "reversed": False,
+                    "transfer_group": form.get("transfer_group"), "description": form.get("description"),
+                    "created": int(time.time()), "livemode": False, "reversals": {"object": "list", "data": [], "has_more": False},
+                    "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}}
+        self.transfers_made.append(transfer)
+        if self.on_transfer:
+            self.on_transfer(transfer)
+        return Reply(200, transfer)
+
+    def _list_transfers(self, req: Recorded, _: Any) -> Reply:
+        group = req.query.get("transfer_group", [None])[0]
+        found = [t for t in reversed(self.transfers_made) if group is None or t["transfer_group"] == group]
+        limit = int(req.query.get("limit", ["10"])[0])
+        return Reply(200, {"object": "list", "url": "/v1/transfers", "has_more": len(found) > limit, "data": found[:limit]})
+
+    def _customer(self, req: Recorded) -> Reply:
+        form = {k: v[0] for k, v in req.form.items()}
+        n = next(self.counter)
+        return Reply(200, {"id": f"cus_test{n:04d}", "object": "customer", "email": form.get("email"), "name": form.get("name"),
+                           "created": int(time.time()), "livemode": False,
+                           "metadata": {k[len("metadata["):-1]: v for k, v in form.items() if k.startswith("metadata[")}})
+
+    def customers(self) -> list[Recorded]:
+        return self.server.calls("POST", r"/v1/customers")
+
+    def transfers(self) -> list[Recorded]:
+        return self.server.calls("POST", r"/v1/transfers")
 
     def sessions(self) -> list[Recorded]:
         return self.server.calls("POST", r"/v1/checkout/sessions")

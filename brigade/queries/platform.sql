@@ -39,6 +39,30 @@ limit 1
 -- Every business's weekly or monthly payout for its last complete period.
 select app.run_scheduled_payouts(now()) as n
 
+-- prepare_due_payouts --
+-- Scheduled payouts whose period is over: carried forward, or moved to processing with a transfer request.
+select app.prepare_due_payouts(now()) as payouts
+
+-- payout_transfer_request --
+-- The Stripe transfer to create for one processing payout, or null when there is nothing to send.
+select app.payout_transfer_request(%(business_id)s, %(payout_id)s) as request
+
+-- run_driver_payouts --
+-- Each driver's pending earnings up to the end of the last complete period, rolled into one payout.
+select app.run_driver_payouts(now()) as payouts
+
+-- driver_payout_transfer_request --
+-- The Stripe transfer to create for one processing driver payout, or null.
+select app.driver_payout_transfer_request(%(business_id)s, %(payout_id)s) as request
+
+-- record_driver_payout_transfer --
+-- The transfer Stripe created for a driver payout, or its refusal (the payout falls back to manual payment).
+select app.record_driver_payout_transfer(%(business_id)s, %(payout_id)s, %(transfer_id)s, %(error)s) as status
+
+-- record_payout_transfer --
+-- The transfer Stripe created for a payout, or its refusal.
+select app.record_payout_transfer(%(business_id)s, %(payout_id)s, %(transfer_id)s, %(error)s) as status
+
 -- owned_business --
 -- Whether the caller owns the business (the merchant's payouts CSV is for owners).
 select exists (select 1 from app.my_business_ids('{owner}') b where b = %(business_id)s) as owner

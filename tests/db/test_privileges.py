@@ -185,12 +185,18 @@ SENSITIVE_READS: dict[tuple[str, str], str] = {
     ("deliveries", "proof_pin_verified"): "customers",
     ("business_payouts", "delivery_cost_cents"): "members",
     ("business_payouts", "platform_fee_cents"): "members",
+    ("business_payouts", "carried_into_payout_id"): "members",  # which later payout took in this one's balance (issue 23)
+    ("business_payouts", "idempotency_key"): "members",  # payout:<id>, the key of its Stripe transfer: no secret
+    ("connect_payouts", "stripe_payout_id"): "members",  # the owner's own bank payouts from its connected account
     ("businesses", "application_fee_bps"): "members",
     ("businesses", "payout_schedule"): "members",  # when the business is paid out: its own setting to read
     ("businesses", "require_pin_reauth"): "members",  # whether its sensitive actions ask for a PIN: its own setting
     ("credit_transactions", "idempotency_key"): "members",
     ("driver_earnings", "payout_status"): "members",
     ("driver_earnings", "platform_fee_cents"): "members",
+    ("driver_earnings", "driver_payout_id"): "members",  # the driver payout an earning was paid in (drivers read their own)
+    ("driver_payouts", "earnings_count"): "members",  # drivers read their own payouts; owners and managers their drivers'
+    ("driver_payouts", "idempotency_key"): "members",  # driver-payout:<id>, the key of its Stripe transfer: no secret
     ("modifiers", "cost_cents"): "members",
     ("notification_log", "cost_cents"): "members",
     ("payments", "application_fee_cents"): "members",
@@ -331,6 +337,9 @@ AUTHENTICATED_CALLABLE = {
     "my_venue_keys(membership_role[])", "permission_refused(text,text)", "redeem_reward(uuid,uuid)", "refund_booking(uuid,integer,text)", "reorder(uuid)",
     "register_printer(uuid,text,text,text,text[],uuid[],integer)", "reprint_ticket(uuid,uuid)", "rotate_printer_token(uuid)",
     "void_ticket(uuid,text)", "bump_ticket(uuid,text,boolean)",
+    # issue 23: owners/managers of the driver's business (or the operator) mark a manual driver payout paid;
+    # the operator sets a driver's Connect Express account
+    "mark_driver_payout_paid(uuid,uuid)", "set_driver_payout_account(uuid,uuid,text)",
     # PINs: each acts on the caller's own PIN or checks owner/manager inside; require_fresh_pin only refuses or
     # audits the caller's own grant (the triggers of sensitive actions call it as the caller)
     "verify_pin(uuid,text,text)", "set_my_pin(uuid,text)", "my_pin_status(uuid)", "reset_staff_pin(uuid)",

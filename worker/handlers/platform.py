@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 
 from brigade import i18n, queries
 from brigade.billing import StripeBilling
+from brigade.connect import StripeConnect, TransferRefused
 from brigade.providers import ProviderError
 from brigade.events import Event
 from worker.notify import deliver, mark
@@ -87,9 +88,50 @@ async def close_billing_periods(ctx: Context) -> None:
 
 @registry.scheduled("platform.payouts", "30 1 * * *")
 async def scheduled_payouts(ctx: Context) -> None:
-    """Each business's weekly or monthly payout for its last complete period (recomputed while pending)."""
+    """Each business's weekly or monthly payout for its last complete period (recomputed while pending);
+    then every pending scheduled payout whose period is over is sent (payout.transfer_requested) or carried
+    forward; then each driver's pending earnings are rolled into a driver payout (transfer or manual)."""
     row = await (await ctx.conn.execute(queries.get("run_scheduled_payouts"))).fetchone()
-    ctx.log.info("scheduled payouts", extra={"action": "platform_payouts", "computed": row["n"] if row else 0})
+    sent = await (await ctx.conn.execute(queries.get("prepare_due_payouts"))).fetchone()
+    drivers = await (await ctx.conn.execute(queries.get("run_driver_payouts"))).fetchone()
+    ctx.log.info("scheduled payouts", extra={"action": "platform_payouts", "computed": row["n"] if row else 0,
+                                             "sent": len(sent["payouts"]) if sent else 0,
+                                             "driver_payouts": len(drivers["payouts"]) if drivers else 0})
+
+
+async def _transfer(event: Event, ctx: Context, payout_id: str, request_query: str, record_query: str) -> None:
+    """Create the Stripe transfer the database asks for (none once sent, paid or failed) and record the answer."""
+    if ctx.settings.payments_provider != "stripe":
+        return
+    ids = {"business_id": event.business_id, "payout_id": payout_id}
+    row = await (await ctx.conn.execute(queries.get(request_query), ids)).fetchone()
+    request = row["request"] if row else None
+    if not request:
+        return
+    try:
+        transfer = await StripeConnect(ctx.settings).transfer(request)
+        outcome = {"transfer_id": transfer["id"], "error": None}
+    except TransferRefused as exc:
+        outcome = {"transfer_id": None, "error": f"{exc.code or 'refused'}: {exc}"}
+    status = await (await ctx.conn.execute(queries.get(record_query), {**ids, **outcome})).fetchone()
+    ctx.log.info("payout transfer", extra={"action": "payout_transfer", "topic": event.topic, "business_id": str(event.business_id),
+                                           "payout_id": payout_id, "transfer_id": outcome["transfer_id"],
+                                           "error": outcome["error"], "status": status["status"] if status else None})
+
+
+@registry.on("payout.transfer_requested")
+async def transfer_payout(event: Event, ctx: Context) -> None:
+    """One Stripe transfer per business payout to its connected account, keyed `payout:<id>`: a retry
+    (crash between Stripe's answer and the commit) gets Stripe's first answer back, never a second
+    transfer. The payout turns paid on Stripe's transfer.created webhook."""
+    await _transfer(event, ctx, event.payload["payout_id"], "payout_transfer_request", "record_payout_transfer")
+
+
+@registry.on("driver_payout.transfer_requested")
+async def transfer_driver_payout(event: Event, ctx: Context) -> None:
+    """One Stripe transfer per driver payout to the driver's Connect Express account, keyed
+    `driver-payout:<id>`; a refusal sends the payout to manual payment."""
+    await _transfer(event, ctx, event.payload["driver_payout_id"], "driver_payout_transfer_request", "record_driver_payout_transfer")
 
 
 @registry.on("billing.sync_requested")

@@ -1,6 +1,6 @@
 """Dispatch rows for the two-tenant RLS walk: a driver (the tenant's driver user) assigned to its
 business with a window and positions written through the API, dispatch rules, a delivery with an
-offer, a provider event and the driver's earnings."""
+offer, a provider event, the driver's earnings and their payout."""
 
 from __future__ import annotations
 
@@ -35,3 +35,5 @@ def seed(ctx: TenantRows) -> None:
     conn.execute("insert into public.driver_earnings (business_id, delivery_id, order_id, venue_id, driver_business_id, driver_id, "
                  "base_fee_cents, distance_fee_cents, tip_cents, surge_multiplier, surge_cents, platform_fee_cents, net_cents, currency) "
                  "values (%s, %s, %s, %s, %s, %s, 300, 100, 50, 1, 0, 40, 410, 'USD')", (b, delivery, order_id, venue, b, driver))
+    # the driver's payout of that earning (issue 23): the roll-up run two weeks on
+    conn.execute("select app.run_driver_payouts(now() + interval '14 days')")

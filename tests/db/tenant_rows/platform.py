@@ -26,6 +26,10 @@ def seed(ctx: TenantRows) -> None:
     ctx.api.run(owner, "update public.storefront_settings set is_published = true where business_id = %s", (b,))
     ctx.api.run(owner, "select public.invite_member(%s, %s, 'staff')", (b, f"invitee-{b.hex[:8]}@example.test"))
     conn.execute("select app.compute_payout(%s, now() - interval '1 day', now() + interval '1 day')", (b,))
+    # a connected account's bank payout, as Stripe's payout.paid webhook records it (issue 23)
+    conn.execute("select app.apply_stripe_connect_event(%s)", (json.dumps({
+        "id": f"evt_po_{b.hex[:10]}", "type": "payout.paid", "account": f"acct_{b.hex[:12]}",
+        "data": {"object": {"id": f"po_{b.hex[:10]}", "object": "payout", "amount": 1200, "currency": "usd", "status": "paid"}}}),))
     seed_customer_accounts(ctx)
 
 
