@@ -18,14 +18,20 @@ from tests.ordering_kit import Menu, order_payload, session_completed
 PIN = "583920"
 
 
-def test_refund_forwards_the_pin_proof(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, outside: Outside) -> None:
+def pin_required(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, outside: Outside) -> tuple[dict[str, Any], dict[str, str]]:
+    """A paid order at a business that requires the PIN, and its manager (with a PIN) as a bearer header."""
     b, manager = menu.tenant.business_id, menu.tenant.claims("manager")
     order = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
-    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, "cs_rr", "pi_rr")),))
+    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, "cs_pin", "pi_pin")),))
     conn.execute("update public.businesses set require_pin_reauth = true where id = %s", (b,))
     api.run(manager, "select public.set_my_pin(%s, %s)", (b, PIN))
+    return order, {"authorization": f"Bearer {auth.sign(manager, outside.settings.jwt_secret)}"}
+
+
+def test_refund_forwards_the_pin_proof(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, outside: Outside) -> None:
+    b, manager = menu.tenant.business_id, menu.tenant.claims("manager")
+    order, bearer = pin_required(api, conn, menu, outside)
     url = f"{outside.functions.url}/functions/v1/refund"
-    bearer = {"authorization": f"Bearer {auth.sign(manager, outside.settings.jwt_secret)}"}
     body = {"order_id": order["order_id"], "amount_cents": 200}
 
     refused = httpx.post(url, json=body, headers=bearer)
@@ -43,12 +49,8 @@ def test_refund_forwards_the_pin_proof(api: Api, conn: psycopg.Connection[dict[s
 def test_the_customer_export_asks_for_a_fresh_pin(api: Api, conn: psycopg.Connection[dict[str, Any]], menu: Menu, outside: Outside) -> None:
     """Exporting customers is a sensitive action (issue 15) also as the CSV export (issue 14); the other types are not."""
     b, manager = menu.tenant.business_id, menu.tenant.claims("manager")
-    order = api.run(Claims.anon(), "select public.place_order(%s) as r", (json.dumps(order_payload(menu)),))[0]["r"]
-    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, "cs_ex", "pi_ex")),))
-    conn.execute("update public.businesses set require_pin_reauth = true where id = %s", (b,))
-    api.run(manager, "select public.set_my_pin(%s, %s)", (b, PIN))
+    _, bearer = pin_required(api, conn, menu, outside)
     url = f"{outside.functions.url}/functions/v1/export"
-    bearer = {"authorization": f"Bearer {auth.sign(manager, outside.settings.jwt_secret)}"}
     customers = {"type": "customers", "business_id": str(b)}
 
     refused = httpx.get(url, params=customers, headers=bearer)
