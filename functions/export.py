@@ -3,7 +3,9 @@ staff) export their business under their own role and claims, as PostgREST would
 row-level security decides the rows (venue-limited staff get their venues'; money tables their
 policies' readers); the operator exports any business, or the whole platform without business_id.
 The rows go out as PostgreSQL's COPY (query) TO STDOUT produces them, chunk by chunk: nothing holds
-the whole file, and the export's transaction has no statement timeout.
+the whole file, and the export's transaction has no statement timeout. Exporting customers takes the
+export_customers permission (a refusal is a 403, audited as permission.denied) and, where the business
+requires it, a fresh staff PIN (X-Brigade-Reauth / X-Brigade-Device, as for refunds).
 
 GET /functions/v1/report.pdf?business_id=&month=YYYY-MM: the monthly financial report as a PDF
 (owners, managers, the operator)."""
