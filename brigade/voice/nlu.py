@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Any, Protocol
 
 import httpx
@@ -190,8 +191,10 @@ def skeleton(word: str) -> str:
     return out
 
 
+@lru_cache(maxsize=65536)
 def similarity(said: str, name: str) -> float:
-    """How well a spoken word (or words) matches a menu name, 0..1."""
+    """How well a spoken word (or words) matches a menu name, 0..1. Pure, so cached: every turn of every
+    call compares its words with the same menu names, and difflib was most of a turn's CPU."""
     said, name = said.replace(" ", ""), name.replace(" ", "")
     if said == name:
         return 1.0
