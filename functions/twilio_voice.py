@@ -19,6 +19,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
+import httpx
 import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -458,6 +459,15 @@ class Conversation:
         return self.said(Reply([say, "Thanks for calling. Goodbye."], "hangup"))
 
 
+def understander(request: Request, settings: Settings) -> Any:
+    """The app's understander, made once: the LLM backend keeps one keep-alive client for every turn."""
+    state = request.app.state
+    if getattr(state, "voice_understander", None) is None:
+        client = httpx.AsyncClient() if settings.voice_nlu_backend == "llm" else None
+        state.voice_understander = understander_from_settings(settings, client)
+    return state.voice_understander
+
+
 def hints(menu: Menu) -> str:
     words: list[str] = []
     for p in menu.products:
@@ -526,7 +536,7 @@ async def gather(
             # Twilio retried this turn (same CallSid and sequence): answer it again, run nothing twice
             return Response(state["last_reply"], media_type="application/xml")
         convo = Conversation.load(state, conn, settings, providers)
-        reply = await convo.turn(params.get("SpeechResult", ""), confidence, understander_from_settings(settings))
+        reply = await convo.turn(params.get("SpeechResult", ""), confidence, understander(request, settings))
         await convo.save()
         next_seq = (seq if seq is not None else (state.get("last_gather_seq") or 0)) + 1
         response = render(reply, action_url(request, settings, "gather", next_seq), hints(convo.menu))

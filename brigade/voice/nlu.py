@@ -494,9 +494,10 @@ def best(options: Any, name: str, threshold: float = 0.8) -> Any:
     return containing[0] if len(containing) == 1 else None
 
 
-def understander_from_settings(settings: Settings) -> Understander:
-    """The backend the settings choose: 'rules' (default) or 'llm'."""
+def understander_from_settings(settings: Settings, client: httpx.AsyncClient | None = None) -> Understander:
+    """The backend the settings choose: 'rules' (default) or 'llm' (over `client` when given, kept alive
+    across turns; without one each turn builds its own client and TLS context, ~30 ms of CPU)."""
     if settings.voice_nlu_backend == "llm":
         return LlmUnderstander(settings.voice_llm_base_url, settings.voice_llm_api_key, settings.voice_llm_model,
-                               settings.voice_llm_timeout)
+                               settings.voice_llm_timeout, client=client)
     return RuleUnderstander()
