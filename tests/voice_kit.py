@@ -4,6 +4,7 @@ endpoint that answers with the documented tool-call shape."""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
 import os
@@ -35,6 +36,7 @@ def _client() -> httpx.Client:
     pid = os.getpid()
     if pid not in _CLIENTS:
         _CLIENTS[pid] = httpx.Client(timeout=30)
+        atexit.register(_CLIENTS[pid].close)
     return _CLIENTS[pid]
 
 
