@@ -80,6 +80,9 @@ def create_app(settings: Settings | None = None, pool: AsyncConnectionPool | Non
         finally:
             stop.set()
             await flusher  # the last counts reach app.function_stats before the pool closes
+            voice = getattr(app.state, "voice_understander", None)  # twilio_voice's keep-alive LLM client
+            if getattr(voice, "client", None) is not None:
+                await voice.client.aclose()
             if own:
                 await app.state.pool.close()
 

@@ -19,6 +19,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
+import httpx
 import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -149,13 +150,14 @@ class Conversation:
             self.outcome = outcome
         self.step = "done"
 
-    async def save(self) -> None:
-        await self.conn.execute(queries.get("voice_save_call"), {
+    async def save(self, seq: int | None = None, twiml: str | None = None) -> None:
+        """The state after a turn; with `seq`, also the TwiML answered, for a retry of that turn (one UPDATE)."""
+        await self.conn.execute(queries.get("voice_save_call" if seq is None else "voice_save_turn"), {
             "business_id": self.state["business_id"], "call_id": self.state["call_id"], "step": self.step,
             "intent": self.intent, "outcome": self.outcome, "forward_reason": self.forward_reason, "cart": Jsonb(self.cart),
             "fulfilment": self.fulfilment, "delivery_address": Jsonb(self.address) if self.address else None,
             "turns": Jsonb(self.turns), "misses": self.misses, "silences": self.silences, "order_id": self.order_id,
-            "nlu_backend": self.backend})
+            "nlu_backend": self.backend, **({"seq": seq, "twiml": twiml} if seq is not None else {})})
 
     # -- entry points
 
@@ -458,6 +460,15 @@ class Conversation:
         return self.said(Reply([say, "Thanks for calling. Goodbye."], "hangup"))
 
 
+def understander(request: Request, settings: Settings) -> Any:
+    """The app's understander, made once: the LLM backend keeps one keep-alive client for every turn."""
+    state = request.app.state
+    if getattr(state, "voice_understander", None) is None:
+        client = httpx.AsyncClient() if settings.voice_nlu_backend == "llm" else None
+        state.voice_understander = understander_from_settings(settings, client)
+    return state.voice_understander
+
+
 def hints(menu: Menu) -> str:
     words: list[str] = []
     for p in menu.products:
@@ -526,13 +537,10 @@ async def gather(
             # Twilio retried this turn (same CallSid and sequence): answer it again, run nothing twice
             return Response(state["last_reply"], media_type="application/xml")
         convo = Conversation.load(state, conn, settings, providers)
-        reply = await convo.turn(params.get("SpeechResult", ""), confidence, understander_from_settings(settings))
-        await convo.save()
+        reply = await convo.turn(params.get("SpeechResult", ""), confidence, understander(request, settings))
         next_seq = (seq if seq is not None else (state.get("last_gather_seq") or 0)) + 1
         response = render(reply, action_url(request, settings, "gather", next_seq), hints(convo.menu))
-        if seq is not None:
-            await conn.execute(queries.get("voice_remember_reply"), {"business_id": state["business_id"], "call_id": state["call_id"],
-                                                                     "seq": seq, "twiml": bytes(response.body).decode()})
+        await convo.save(seq, bytes(response.body).decode() if seq is not None else None)
     return response
 
 

@@ -4,8 +4,10 @@ endpoint that answers with the documented tool-call shape."""
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import json
+import os
 import secrets
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -22,6 +24,20 @@ DOWNTOWN = "00000000-0000-4000-8000-000000000101"
 DOWNTOWN_NUMBER = "+12125550150"   # seed.sql: the Twilio number that rings Downtown
 DOWNTOWN_PHONE = "+12125550101"    # seed.sql: Downtown's own phone, where calls are forwarded
 CALLER = "+14155550123"
+
+
+_CLIENTS: dict[int, httpx.Client] = {}
+
+
+def _client() -> httpx.Client:
+    """One keep-alive client per process (httpx.Client is thread-safe): `httpx.post` builds a client and
+    its TLS context per request, about 30 ms of CPU under the GIL, which made the caller, not the
+    server, the limit of bench/voice.py's concurrent calls."""
+    pid = os.getpid()
+    if pid not in _CLIENTS:
+        _CLIENTS[pid] = httpx.Client(timeout=30)
+        atexit.register(_CLIENTS[pid].close)
+    return _CLIENTS[pid]
 
 
 @dataclass
@@ -69,7 +85,7 @@ class Call:
 
     def post(self, url: str, params: dict[str, str], signature: str | None = None) -> httpx.Response:
         sig = signature if signature is not None else RequestValidator(self.auth_token).compute_signature(url, params)
-        return httpx.post(url, data=params, headers={"X-Twilio-Signature": sig}, timeout=30)
+        return _client().post(url, data=params, headers={"X-Twilio-Signature": sig}, timeout=30)
 
     def _params(self, **extra: str) -> dict[str, str]:
         return {"CallSid": self.sid, "AccountSid": self.account_sid, "From": self.from_, "To": self.to,

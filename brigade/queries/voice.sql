@@ -6,6 +6,17 @@ update public.calls set step = %(step)s, intent = coalesce(%(intent)s, intent), 
   order_id = coalesce(%(order_id)s, order_id), nlu_backend = coalesce(%(nlu_backend)s, nlu_backend)
 where business_id = %(business_id)s and id = %(call_id)s
 
+-- voice_save_turn --
+-- voice_save_call and the TwiML the gather turn answered (kept for a retry of the same turn) in one
+-- UPDATE: one round trip and one new row version per turn instead of two.
+update public.calls set step = %(step)s, intent = coalesce(%(intent)s, intent), outcome = coalesce(%(outcome)s, outcome),
+  forward_reason = coalesce(%(forward_reason)s, forward_reason), cart = %(cart)s, fulfilment = %(fulfilment)s,
+  delivery_address = %(delivery_address)s, turns = turns || %(turns)s, misses = %(misses)s, silences = %(silences)s,
+  order_id = coalesce(%(order_id)s, order_id), nlu_backend = coalesce(%(nlu_backend)s, nlu_backend),
+  last_gather_seq = coalesce(%(seq)s::integer, last_gather_seq),
+  last_reply = case when %(seq)s::integer is null then last_reply else %(twiml)s end
+where business_id = %(business_id)s and id = %(call_id)s
+
 -- voice_record_sms --
 -- The payment-link SMS a phone order sent, in the notification log (once per order and number).
 insert into public.notification_log (business_id, event_key, channel, recipient, template, status, provider,
@@ -17,10 +28,6 @@ on conflict on constraint notification_log_natural_key do nothing
 -- top_up_plan_voice_credits --
 -- The plan's included voice credits for the current billing period (what is still due).
 select app.top_up_plan_voice_credits(%(business_id)s::uuid) as granted
-
--- voice_remember_reply --
--- The TwiML a gather turn answered, kept for a retry of the same turn.
-select app.voice_remember_reply(%(business_id)s, %(call_id)s, %(seq)s, %(twiml)s)
 
 -- voice_distance_km --
 -- How far a geocoded delivery address is from the venue (place_order's own measure).

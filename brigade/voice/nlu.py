@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from difflib import SequenceMatcher
+from functools import lru_cache
 from typing import Any, Protocol
 
 import httpx
@@ -190,8 +191,10 @@ def skeleton(word: str) -> str:
     return out
 
 
+@lru_cache(maxsize=65536)
 def similarity(said: str, name: str) -> float:
-    """How well a spoken word (or words) matches a menu name, 0..1."""
+    """How well a spoken word (or words) matches a menu name, 0..1. Pure, so cached: every turn of every
+    call compares its words with the same menu names, and difflib was most of a turn's CPU."""
     said, name = said.replace(" ", ""), name.replace(" ", "")
     if said == name:
         return 1.0
@@ -491,9 +494,10 @@ def best(options: Any, name: str, threshold: float = 0.8) -> Any:
     return containing[0] if len(containing) == 1 else None
 
 
-def understander_from_settings(settings: Settings) -> Understander:
-    """The backend the settings choose: 'rules' (default) or 'llm'."""
+def understander_from_settings(settings: Settings, client: httpx.AsyncClient | None = None) -> Understander:
+    """The backend the settings choose: 'rules' (default) or 'llm' (over `client` when given, kept alive
+    across turns; without one each turn builds its own client and TLS context, ~30 ms of CPU)."""
     if settings.voice_nlu_backend == "llm":
         return LlmUnderstander(settings.voice_llm_base_url, settings.voice_llm_api_key, settings.voice_llm_model,
-                               settings.voice_llm_timeout)
+                               settings.voice_llm_timeout, client=client)
     return RuleUnderstander()

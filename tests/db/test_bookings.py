@@ -49,11 +49,13 @@ def test_200_simultaneous_holds_on_10_seats(api: Api, conn: psycopg.Connection[d
     won: list[str] = []
     refused: list[str | None] = []
     other: list[BaseException] = []
+    modes: list[tuple[str, str]] = []
     lock = threading.Lock()
 
     def go() -> None:
         try:
-            with psycopg.connect(api.dsn) as c:
+            with psycopg.connect(api.dsn, autocommit=True) as c:
+                c.execute("set synchronous_commit = on")  # as in production (the test cluster runs with it off)
                 with c.transaction():
                     c.execute("select set_config('role', 'anon', true), set_config('request.jwt.claims', %s, true)",
                               (json.dumps(Claims.anon().as_dict()),))
@@ -64,8 +66,11 @@ def test_200_simultaneous_holds_on_10_seats(api: Api, conn: psycopg.Connection[d
                         with lock:
                             refused.append(exc.sqlstate)
                         raise
+                    commit_mode = c.execute("select current_setting('synchronous_commit')").fetchone()
+                after = c.execute("select current_setting('synchronous_commit')").fetchone()
                 with lock:
                     won.append(row[0]["booking_id"])  # type: ignore[index]
+                    modes.append((commit_mode[0], after[0]))  # type: ignore[index]
         except psycopg.Error:
             pass
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -82,6 +87,13 @@ def test_200_simultaneous_holds_on_10_seats(api: Api, conn: psycopg.Connection[d
     assert len(refused) == 190 and set(refused) == {"BR601"}
     assert seats(conn, act.sessions[0]) == (10, 0)
     assert one(conn, "select count(*) from public.bookings where session_id = %s", (act.sessions[0],)) == 10
+    # a hold commits without waiting for its WAL flush (0173), for its own transaction only
+    assert modes == [("off", "on")] * 10
+    # and the insert takes its seats last: after the status history row, under the session row's lock
+    triggers = [r["tgname"] for r in conn.execute(
+        "select tgname from pg_trigger where tgrelid = 'public.bookings'::regclass and not tgisinternal "
+        "and tgtype & 1 = 1 and tgtype & 2 = 0 and tgtype & 4 = 4 order by tgname").fetchall()]
+    assert triggers[-1] == "bookings_take_seats" and "bookings_status_inserted" in triggers
 
 
 def test_a_party_larger_than_the_seats_left_is_refused(api: Api, conn: psycopg.Connection[dict[str, Any]], act: Activity) -> None:

@@ -97,9 +97,14 @@ def test_an_order_by_phone_ends_paid_through_the_normal_fan_out(conn: Conn, line
 
     t = call.say("Hi, I'd like a large latte with oat milk and two croissants please")
     assert "one large latte with oat milk and two croissants" in t.says and "Anything else" in t.says, t.says
+    app_state = line.outside.functions.server.config.app.state
+    understander = app_state.voice_understander  # made by the first turn, kept for the app's life
     t = call.say("no that's all thanks")
     assert "pickup or delivery" in t.says
     t = call.say("I'll pick it up")
+    assert app_state.voice_understander is understander
+    if line.backend == "llm":  # one keep-alive client for every turn, not a client (and TLS context) per turn
+        assert isinstance(understander.client, httpx.AsyncClient) and not understander.client.is_closed
     p = prices(conn)
     subtotal = p["Latte"] + p["Large"] + p["Oat milk"] + 2 * p["Croissant"]
     total = subtotal + round(subtotal * tax_bps(conn) / 10000)
