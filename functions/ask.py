@@ -28,7 +28,7 @@ class AskRequest(BaseModel):
     question: str = Field(min_length=1, max_length=1000)
 
 
-def get_asker(request: Request) -> Asker:
+async def get_asker(request: Request) -> Asker:
     """The backend the settings choose, made once per app."""
     state = request.app.state
     if getattr(state, "asker", None) is None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
 from urllib.parse import urlsplit
 
 from cachetools import TTLCache
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from brigade import queries
 from brigade.auth import Claims
@@ -98,30 +99,49 @@ def _headers(allowed: str) -> dict[str, str]:
     return headers
 
 
-def install_cors(app: FastAPI, settings: Settings) -> None:
-    """Answers preflights and adds the CORS headers to the answers of allowed origins."""
-    policy = OriginPolicy(settings, app)
+class Cors:
+    """Pure ASGI middleware (see functions.app.RequestContext for why not @app.middleware): answers
+    preflights and adds the CORS headers to the answers of allowed origins."""
 
-    @app.middleware("http")
-    async def cors(request: Request, call_next: Any) -> Any:
+    def __init__(self, app: ASGIApp, settings: Settings, policy: OriginPolicy) -> None:
+        self.app, self.settings, self.policy = app, settings, policy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
         origin = request.headers.get("origin")
-        function = function_of(request.url.path)
+        function = function_of(scope["path"])
         if not origin or function is None or function not in GUEST_FUNCTIONS | MERCHANT_FUNCTIONS:
-            return await call_next(request)  # not a browser call, or a webhook: no CORS
-        allowed, business = await policy.allow(origin, function)
+            await self.app(scope, receive, send)  # not a browser call, or a webhook: no CORS
+            return
+        allowed, business = await self.policy.allow(origin, function)
         request.state.storefront_business = business
         if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
             if allowed is None:
                 log.info("cors refused", extra={"action": "cors_refused", "origin": origin[:200], "function": function})
-                return JSONResponse({"error": "origin_not_allowed", "message": "this origin may not call this function",
-                                     "request_id": None}, status_code=403)
-            return Response(status_code=204, headers={
-                **_headers(allowed), "Access-Control-Allow-Methods": ALLOW_METHODS,
-                "Access-Control-Allow-Headers": ALLOW_HEADERS,
-                "Access-Control-Max-Age": str(settings.cors_max_age)})
-        response = await call_next(request)
-        if allowed is not None:
-            response.headers.update(_headers(allowed))
-        else:
-            response.headers["Vary"] = "Origin"
-        return response
+                answer: Response = JSONResponse({"error": "origin_not_allowed", "message": "this origin may not call this function",
+                                                 "request_id": None}, status_code=403)
+            else:
+                answer = Response(status_code=204, headers={
+                    **_headers(allowed), "Access-Control-Allow-Methods": ALLOW_METHODS,
+                    "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                    "Access-Control-Max-Age": str(self.settings.cors_max_age)})
+            await answer(scope, receive, send)
+            return
+        extra = _headers(allowed) if allowed is not None else {"Vary": "Origin"}
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in extra.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+def install_cors(app: FastAPI, settings: Settings) -> None:
+    """CORS outermost of the app's own middleware: preflights are answered before anything else runs."""
+    app.add_middleware(Cors, settings=settings, policy=OriginPolicy(settings, app))

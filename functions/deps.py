@@ -18,15 +18,18 @@ from brigade.providers import Providers
 from brigade.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+# The dependencies below are `async def` although none of them awaits: FastAPI runs a plain `def`
+# dependency in its thread pool, one hop per dependency per request, which profiled (py-spy) as a
+# large share of a Twilio turn's CPU.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_pool(request: Request) -> AsyncConnectionPool:
+async def get_pool(request: Request) -> AsyncConnectionPool:
     return request.app.state.pool
 
 
-def caller(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Claims:
+async def caller(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Claims:
     """The verified Supabase JWT from `Authorization: Bearer`; 401 when missing or invalid."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -35,11 +38,11 @@ def caller(request: Request, settings: Annotated[Settings, Depends(get_settings)
     return auth.verify(token.strip(), settings.jwt_secret)
 
 
-def caller_or_anon(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Claims:
+async def caller_or_anon(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> Claims:
     """The verified caller when a bearer token is sent (a bad one is still 401), else anon."""
     if not request.headers.get("authorization"):
         return Claims.anon()
-    return caller(request, settings)
+    return await caller(request, settings)
 
 
 def client_ip(request: Request, settings: Settings) -> str | None:
@@ -71,11 +74,11 @@ async def enforce_rate_limits(pool: AsyncConnectionPool, claims: Claims, action:
         await conn.execute("select app.enforce_rate_limits(%s, %s, %s)", (action, business_id, Jsonb(subjects or {})))
 
 
-def get_providers(request: Request) -> Providers:
+async def get_providers(request: Request) -> Providers:
     return request.app.state.providers
 
 
-def operator(claims: Annotated[Claims, Depends(caller)]) -> Claims:
+async def operator(claims: Annotated[Claims, Depends(caller)]) -> Claims:
     """The platform operator (app_metadata.app_role = platform_admin) or the service role; 403 otherwise."""
     if not (claims.is_platform_admin or claims.role == "service_role"):
         raise Forbidden("only the platform operator may call this", hint="operator_only")
