@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     voice_llm_model: str = "gpt-4o-mini"
     voice_llm_timeout: float = 8.0
     voice_min_confidence: float = 0.3
+    # How long a venue's menu, as the agent understands it, is kept between turns (0: read every turn).
+    # place_order still checks each line against the live menu, so a stale menu costs a re-ask at most.
+    voice_menu_cache_seconds: float = 30.0
 
     # Conversational admin (issue 17): "auto" uses the OpenAI-compatible endpoint when ask_llm_base_url is set and the
     # offline rules otherwise; "rules" or "llm" force one. The rules also answer whenever the endpoint fails.

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -24,6 +26,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from psycopg.types.json import Jsonb
+from cachetools import TTLCache
 from psycopg_pool import AsyncConnectionPool
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
@@ -80,6 +83,14 @@ class Reply:
     dial: str | None = None
 
 
+@dataclass
+class Placed:
+    """An order the confirming turn placed: what finish_order needs once that turn has committed."""
+    order: dict[str, Any]           # app.place_order's answer
+    ctx: dict[str, Any]             # app.checkout_context's answer
+    sender: str | None              # the business's SMS sender (app.sms_sender)
+
+
 def render(reply: Reply, gather_url: str, hints: str) -> Response:
     vr = VoiceResponse()
     if reply.then == "gather":
@@ -127,10 +138,11 @@ class Conversation:
     silences: int = 0
     order_id: str | None = None
     backend: str | None = None
+    placed: "Placed | None" = None  # the order this turn placed, for finish_order once it has committed
 
     @classmethod
-    def load(cls, state: dict[str, Any], conn: Any, settings: Settings, providers: Providers) -> "Conversation":
-        return cls(state, conn, settings, providers, Menu.from_json(state.get("menu") or []), step=state["step"],
+    def load(cls, state: dict[str, Any], menu: Menu, conn: Any, settings: Settings, providers: Providers) -> "Conversation":
+        return cls(state, conn, settings, providers, menu, step=state["step"],
                    cart=list(state.get("cart") or []), intent=state.get("intent"), fulfilment=state.get("fulfilment"),
                    address=state.get("delivery_address"), misses=state["misses"], silences=state["silences"])
 
@@ -158,6 +170,7 @@ class Conversation:
             "fulfilment": self.fulfilment, "delivery_address": Jsonb(self.address) if self.address else None,
             "turns": Jsonb(self.turns), "misses": self.misses, "silences": self.silences, "order_id": self.order_id,
             "nlu_backend": self.backend, **({"seq": seq, "twiml": twiml} if seq is not None else {})})
+        self.turns = []  # written: a later save in the same request appends only what comes after
 
     # -- entry points
 
@@ -391,56 +404,74 @@ class Conversation:
         return self.said(Reply(say))
 
     async def place(self) -> Reply:
+        """The caller said yes: place the order. It commits with this turn's state (step done), before
+        any provider call, so the business's order-number counter row place_order updates is not held
+        through the Stripe and Twilio round trips (it serialised every order of the business behind
+        them); finish_order then makes the Checkout Session, texts the link and says the last words."""
         try:
             async with self.conn.transaction():
                 order = await self._place()
-                url = await self.checkout(order)
+                row = await (await self.conn.execute("select app.checkout_context(%s, %s) as ctx",
+                                                     (order["order_id"], order["access_token"]))).fetchone()
+                sender = await (await self.conn.execute(queries.get("sms_sender"), {"business_id": self.state["business_id"]})).fetchone()
         except psycopg.Error as exc:
             return self.refused(exc)
-        except ProviderError as exc:
-            log.warning("checkout for a phone order failed", extra={"action": "voice_checkout_failed", "error": str(exc)})
-            return self.hand_off("Sorry, I couldn't set up the payment. Let me put you through to the team.")
-        self.order_id = order["order_id"]
-        self.end("ordered")
-        texted = await self.text_link(order, url)
-        total = money(order["total_cents"], order["currency"])
-        if texted:
-            say = [f"Thank you! Your order number is {order['order_number']}, {total}.",
-                   "I've texted a payment link to this number; we'll start on it as soon as it's paid. Goodbye!"]
-        else:
-            say = [f"Thank you! Your order number is {order['order_number']}, {total}.",
-                   "I couldn't text you the payment link, so the team will take payment when you arrive. Goodbye!"]
-        return self.said(Reply(say, "hangup"))
+        self.order_id, self.step = order["order_id"], "done"
+        self.placed = Placed(order, row["ctx"], sender["sender"] if sender else None)
+        return Reply([], "hangup")  # the words depend on the payment link: finish_order says them
 
-    async def checkout(self, order: dict[str, Any]) -> str:
-        """A Stripe Checkout Session for the new order, made as the checkout function makes one."""
+    async def finish_order(self, pool: AsyncConnectionPool, seq: int | None,
+                           render_reply: Callable[[Reply], Response]) -> Response:
+        """After the placing turn committed: the Checkout Session (Stripe's idempotency key makes a retry
+        the same session), the texted link, and the call's outcome with the answer of the turn (rendered
+        by `render_reply`, kept under `seq` for a retry of the turn). When Stripe
+        fails the unpaid order is cancelled (nobody could pay it) and the call handed to the team."""
+        assert self.placed is not None
+        order, ctx = self.placed.order, self.placed.ctx
         body = CheckoutRequest(order_id=order["order_id"], access_token=order["access_token"])
-        row = await (await self.conn.execute("select app.checkout_context(%s, %s) as ctx",
-                                             (body.order_id, body.access_token))).fetchone()
-        ctx = row["ctx"]
-        session = await self.providers.payments.create_checkout_session(
-            session_params(ctx, body, self.settings, session_expiry(self.settings)),
-            idempotency_key=f"checkout:{ctx['order_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
-        await self.conn.execute("select app.attach_checkout_session(%s, %s, %s, %s)",
-                                (body.order_id, session.id, session.url, session.expires_at))
-        return session.url
-
-    async def text_link(self, order: dict[str, Any], url: str) -> bool:
-        to = self.state["from_number"]
-        body = (f"{self.state['business_name']}: pay for order #{order['order_number']} "
-                f"({money(order['total_cents'], order['currency'])}) here: {url}")
-        params: dict[str, Any] = {"business_id": self.state["business_id"], "order_id": order["order_id"], "recipient": to,
-                                  "venue_id": self.state["venue_id"], "detail": Jsonb({"call_id": str(self.state["call_id"])})}
         try:
-            row = await (await self.conn.execute(queries.get("sms_sender"), {"business_id": self.state["business_id"]})).fetchone()
-            sent = await self.providers.sms.send(to, body, sender=row["sender"] if row else None)
+            session = await self.providers.payments.create_checkout_session(
+                session_params(ctx, body, self.settings, session_expiry(self.settings)),
+                idempotency_key=f"checkout:{ctx['order_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
         except ProviderError as exc:
-            await self.conn.execute(queries.get("voice_record_sms"), {**params, "status": "failed", "provider": None,
-                                                                      "message_id": None, "cost": 0, "error": exc.message})
-            return False
-        await self.conn.execute(queries.get("voice_record_sms"), {**params, "status": "sent", "provider": sent.provider,
-                                                                  "message_id": sent.message_id, "cost": sent.cost_cents, "error": None})
-        return True
+            log.warning("checkout for a phone order failed", extra={"action": "voice_checkout_failed", "error": str(exc),
+                                                                   "order_id": str(order["order_id"])})
+            async with transaction_as(pool, Claims.service()) as conn:
+                self.conn = conn
+                await conn.execute(queries.get("voice_cancel_unpaid_order"), {
+                    "business_id": self.state["business_id"], "order_id": order["order_id"]})
+                return await self.save_final(self.hand_off("Sorry, I couldn't set up the payment. Let me put you through to the team."),
+                                             seq, render_reply)
+        sent, error = None, None
+        text = (f"{self.state['business_name']}: pay for order #{order['order_number']} "
+                f"({money(order['total_cents'], order['currency'])}) here: {session.url}")
+        try:
+            sent = await self.providers.sms.send(self.state["from_number"], text, sender=self.placed.sender)
+        except ProviderError as exc:
+            error = exc.message
+        async with transaction_as(pool, Claims.service()) as conn:
+            self.conn = conn
+            await conn.execute("select app.attach_checkout_session(%s, %s, %s, %s)",
+                               (body.order_id, session.id, session.url, session.expires_at))
+            await conn.execute(queries.get("voice_record_sms"), {
+                "business_id": self.state["business_id"], "order_id": order["order_id"], "recipient": self.state["from_number"],
+                "venue_id": self.state["venue_id"], "detail": Jsonb({"call_id": str(self.state["call_id"])}),
+                "status": "sent" if sent else "failed", "provider": sent.provider if sent else None,
+                "message_id": sent.message_id if sent else None, "cost": sent.cost_cents if sent else 0, "error": error})
+            self.end("ordered")
+            total = money(order["total_cents"], order["currency"])
+            if sent:
+                say = [f"Thank you! Your order number is {order['order_number']}, {total}.",
+                       "I've texted a payment link to this number; we'll start on it as soon as it's paid. Goodbye!"]
+            else:
+                say = [f"Thank you! Your order number is {order['order_number']}, {total}.",
+                       "I couldn't text you the payment link, so the team will take payment when you arrive. Goodbye!"]
+            return await self.save_final(self.said(Reply(say, "hangup")), seq, render_reply)
+
+    async def save_final(self, reply: Reply, seq: int | None, render_reply: Callable[[Reply], Response]) -> Response:
+        response = render_reply(reply)
+        await self.save(seq, bytes(response.body).decode() if seq is not None else None)
+        return response
 
     async def status(self) -> Reply:
         self.intent = "status"
@@ -458,6 +489,43 @@ class Conversation:
                 " for pickup." if order["status"] == "ready" and order["fulfilment"] == "pickup" else ".")
         self.end("status_given")
         return self.said(Reply([say, "Thanks for calling. Goodbye."], "hangup"))
+
+
+class MenuCache:
+    """Each venue's menu (app.voice_menu) as the agent understands it, kept `ttl` seconds per app: a turn
+    then loads only its call (app.voice_load_call_state). place_order checks every line against the live
+    menu, so a menu up to `ttl` old can cost the caller a re-ask ("X is not available"), never a wrong
+    order. ttl 0 reads the menu every turn."""
+
+    def __init__(self, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
+        self.menus: TTLCache[tuple[str, str], Menu] | None = TTLCache(maxsize=4096, ttl=ttl, timer=timer) if ttl > 0 else None
+
+    async def get(self, conn: psycopg.AsyncConnection[Any], business_id: Any, venue_id: Any) -> Menu:
+        key = (str(business_id), str(venue_id))
+        if self.menus is not None and key in self.menus:
+            return self.menus[key]
+        row = await (await conn.execute("select app.voice_menu(%s, %s) as menu", key)).fetchone()
+        menu = Menu.from_json((row["menu"] if row else None) or [])
+        if self.menus is not None:
+            self.menus[key] = menu
+        return menu
+
+
+def menus(request: Request, settings: Settings) -> MenuCache:
+    state = request.app.state
+    if getattr(state, "voice_menus", None) is None:
+        state.voice_menus = MenuCache(settings.voice_menu_cache_seconds)
+    return state.voice_menus  # type: ignore[no-any-return]
+
+
+async def load_conversation(request: Request, conn: psycopg.AsyncConnection[Any], sid: str, settings: Settings,
+                            providers: Providers) -> Conversation | None:
+    """The call's state, locked for this turn, with its venue's menu; None for an unknown call."""
+    state = (await (await conn.execute("select app.voice_load_call_state(%s) as r", (sid,))).fetchone())["r"]
+    if state is None:
+        return None
+    menu = await menus(request, settings).get(conn, state["business_id"], state["venue_id"])
+    return Conversation.load(state, menu, conn, settings, providers)
 
 
 def understander(request: Request, settings: Settings) -> Any:
@@ -497,8 +565,8 @@ async def incoming(
             vr.say("Sorry, this number is not in service.")
             vr.hangup()
             return Response(str(vr), media_type="application/xml")
-        state = (await (await conn.execute("select app.voice_load_call(%s) as r", (sid,))).fetchone())["r"]
-        convo = Conversation.load(state, conn, settings, providers)
+        convo = await load_conversation(request, conn, sid, settings, providers)
+        assert convo is not None  # voice_start_call has just made the row
         if start["decision"] == "forward":
             reply = Reply([f"Connecting you to {start['venue_name']}."], "dial", start["forward_to"]) if start["forward_to"] \
                 else Reply(["Sorry, nobody can take your call right now. Please try again later. Goodbye."], "hangup")
@@ -530,18 +598,26 @@ async def gather(
         raise InvalidInput("seq must be a whole number", hint="invalid_seq")
     seq = int(raw_seq) if raw_seq is not None else None
     async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
-        state = (await (await conn.execute("select app.voice_load_call(%s) as r", (sid,))).fetchone())["r"]
-        if state is None:
+        convo = await load_conversation(request, conn, sid, settings, providers)
+        if convo is None:
             raise NotFound("no such call", hint="call_not_found")
+        state = convo.state
         if seq is not None and state.get("last_gather_seq") == seq and state.get("last_reply"):
             # Twilio retried this turn (same CallSid and sequence): answer it again, run nothing twice
             return Response(state["last_reply"], media_type="application/xml")
-        convo = Conversation.load(state, conn, settings, providers)
         reply = await convo.turn(params.get("SpeechResult", ""), confidence, understander(request, settings))
         next_seq = (seq if seq is not None else (state.get("last_gather_seq") or 0)) + 1
-        response = render(reply, action_url(request, settings, "gather", next_seq), hints(convo.menu))
-        await convo.save(seq, bytes(response.body).decode() if seq is not None else None)
-    return response
+
+        def render_reply(reply: Reply) -> Response:
+            return render(reply, action_url(request, settings, "gather", next_seq), hints(convo.menu))
+
+        if convo.placed is None:
+            response = render_reply(reply)
+            await convo.save(seq, bytes(response.body).decode() if seq is not None else None)
+            return response
+        await convo.save()  # the placed order and the call's done step commit here, before the provider calls
+    async with wrap_exceptions():
+        return await convo.finish_order(pool, seq, render_reply)
 
 
 @router.post("/twilio-voice/status")

@@ -32,3 +32,9 @@ select app.top_up_plan_voice_credits(%(business_id)s::uuid) as granted
 -- voice_distance_km --
 -- How far a geocoded delivery address is from the venue (place_order's own measure).
 select app.distance_km(%(venue_lat)s, %(venue_lon)s, %(lat)s, %(lon)s) as km
+
+-- voice_cancel_unpaid_order --
+-- A phone order whose Checkout Session could not be made: nobody can pay it, so it is cancelled (the
+-- call goes to the team, who take the order themselves); only while it is still placed and unpaid.
+update public.orders set status = 'cancelled', cancel_reason = 'phone order: the payment link could not be made'
+where business_id = %(business_id)s and id = %(order_id)s and status = 'placed' and payment_status = 'unpaid'

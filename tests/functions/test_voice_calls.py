@@ -23,7 +23,9 @@ from brigade.auth import Claims
 from brigade.migrate import apply_seed
 from functions.app import create_app
 from tests.conftest import Api, Factory, ServerThread
-from tests.fakes.http import FakeServer
+from functions.twilio_voice import MenuCache
+from psycopg.rows import dict_row
+from tests.fakes.http import FakeServer, Reply
 from tests.ordering_fixtures import Outside
 from tests.ordering_kit import session_completed, signed
 from tests.voice_kit import CALLER, DEMO_BUSINESS, DOWNTOWN, DOWNTOWN_NUMBER, DOWNTOWN_PHONE, Call, FakeLlm
@@ -400,3 +402,99 @@ def test_behind_a_proxy_the_public_url_is_what_is_signed(conn: Conn, factory: Fa
         local = RequestValidator(settings.twilio_auth_token).compute_signature(f"{server.url}/functions/v1/twilio-voice?number=main", params)
         r = httpx.post(f"{server.url}/functions/v1/twilio-voice?number=main", data=params, headers={"X-Twilio-Signature": local})
         assert r.status_code == 403, "a signature over the internal URL is not Twilio's"
+
+
+def order_to_confirm(line: Line) -> Call:
+    """A call that has read its order back and waits for the caller's yes."""
+    call = line.call()
+    call.dial()
+    call.say("Hi, I'd like a large latte with oat milk and two croissants please")
+    call.say("no that's all thanks")
+    assert "place the order" in call.say("I'll pick it up").says
+    return call
+
+
+def say_yes_twice(call: Call, line: Line) -> tuple[Any, httpx.Response]:
+    """The caller says yes; then Twilio retries that same turn (same CallSid and seq), which must be
+    answered from the kept reply with no second request to Stripe or Twilio."""
+    assert call.last is not None and call.last.gather is not None
+    action = call.last.gather.get("action", "")
+    t = call.say("yes please")
+    sent = len(line.outside.stripe.sessions()), len(line.outside.twilio.messages())
+    retry = call.post(action, call._params(CallStatus="in-progress", SpeechResult="yes please", Confidence="0.92"))
+    assert (len(line.outside.stripe.sessions()), len(line.outside.twilio.messages())) == sent, "the retry ran a provider call again"
+    return t, retry
+
+
+def test_the_placed_order_commits_before_stripe_is_called(conn: Conn, db_dsn: str, line: Line) -> None:
+    """The business's order-number counter (app.business_counters, updated by place_order) is free while
+    the Checkout Session is being made: a slow Stripe must not hold every other order of the business."""
+    server = line.outside.stripe.server
+    original = next(h for m, p, h in server.routes if m == "POST" and p.pattern == r"/v1/checkout/sessions")
+    seen: list[tuple[int, str]] = []
+
+    def meanwhile(req: Any, match: Any) -> Any:
+        with psycopg.connect(db_dsn, autocommit=True) as other:
+            with other.transaction():  # NOWAIT raises LockNotAvailable if the placing turn still held the counters
+                locked = other.execute("select count(*) from (select 1 from app.business_counters where business_id = %s "
+                                       "for update nowait) c", (DEMO_BUSINESS,)).fetchone()
+            status = other.execute("select status from public.orders where channel = 'phone'").fetchone()
+        seen.append((locked[0], status[0] if status else "not visible"))  # type: ignore[index]
+        return original(req, match)
+
+    server.routes.insert(0, ("POST", re.compile(r"/v1/checkout/sessions"), meanwhile))
+    call = order_to_confirm(line)
+    t, retry = say_yes_twice(call, line)
+    assert t.hangup and "texted a payment link" in t.says, t.says
+    assert retry.status_code == 200 and retry.text == t.xml, "the retried turn is answered from the kept reply"
+    assert len(line.outside.stripe.sessions()) == 1 and len(line.outside.twilio.messages()) == 1
+    assert conn.execute("select count(*) as n from public.orders").fetchone() == {"n": 1}
+    assert len(seen) == 1 and seen[0][0] >= 1 and seen[0][1] == "placed", seen
+    order = conn.execute("select id, checkout_session_id, checkout_url from public.orders where channel = 'phone'").fetchone()
+    assert order["checkout_session_id"] and order["checkout_url"]
+    row = call_row(conn, call)
+    assert (row["outcome"], row["step"], row["order_id"]) == ("ordered", "done", order["id"])
+    agent_turns = [turn["text"] for turn in row["turns"] if turn["role"] == "agent"]
+    assert agent_turns[-1].startswith("Thank you! Your order number is") and len(agent_turns) == len(set(agent_turns)), agent_turns
+
+
+def test_a_failed_checkout_cancels_the_unpaid_order_and_hands_the_call_over(conn: Conn, line: Line) -> None:
+    server = line.outside.stripe.server
+    server.routes.insert(0, ("POST", re.compile(r"/v1/checkout/sessions"),
+                             lambda req, match: Reply(500, {"error": {"type": "api_error", "message": "Stripe is down"}})))
+    call = order_to_confirm(line)
+    t, retry = say_yes_twice(call, line)
+    assert t.dial == DOWNTOWN_PHONE and "couldn't set up the payment" in t.says, t.xml
+    assert retry.status_code == 200 and retry.text == t.xml
+    order = conn.execute("select status, payment_status, cancel_reason, checkout_session_id from public.orders "
+                         "where channel = 'phone'").fetchone()
+    assert (order["status"], order["payment_status"], order["checkout_session_id"]) == ("cancelled", "unpaid", None)
+    assert "payment link could not be made" in order["cancel_reason"]
+    assert line.outside.twilio.messages() == [], "no payment link to text"
+    row = call_row(conn, call)
+    assert (row["outcome"], row["step"]) == ("handed_off", "done")
+
+
+def test_the_menu_is_kept_between_turns_for_its_time(conn: Conn, db_dsn: str) -> None:
+    """MenuCache: a venue's menu read once within its ttl (a change shows after it), every turn with ttl 0."""
+    apply_seed(conn)
+    clock = [1000.0]
+
+    async def run() -> tuple[list[str], list[str], list[str], int]:
+        async with await psycopg.AsyncConnection.connect(db_dsn, autocommit=True, row_factory=dict_row) as aconn:
+            kept, fresh = MenuCache(30, timer=lambda: clock[0]), MenuCache(0)
+            before = [p.name for p in (await kept.get(aconn, DEMO_BUSINESS, DOWNTOWN)).products]
+            await aconn.execute("update public.products set is_published = false where business_id = %s and name = 'Croissant'",
+                                (DEMO_BUSINESS,))
+            clock[0] += 29
+            within = [p.name for p in (await kept.get(aconn, DEMO_BUSINESS, DOWNTOWN)).products]
+            clock[0] += 2
+            after = [p.name for p in (await kept.get(aconn, DEMO_BUSINESS, DOWNTOWN)).products]
+            now_fresh = [p.name for p in (await fresh.get(aconn, DEMO_BUSINESS, DOWNTOWN)).products]
+            assert now_fresh == after
+            return before, within, after, len(kept.menus or {})
+
+    before, within, after, entries = asyncio.run(run())
+    assert "Croissant" in before and within == before, "within the ttl the kept menu answers"
+    assert "Croissant" not in after and set(after) == set(before) - {"Croissant"}, "after the ttl the menu is read again"
+    assert entries == 1
