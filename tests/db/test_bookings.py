@@ -87,6 +87,10 @@ def test_200_simultaneous_holds_on_10_seats(api: Api, conn: psycopg.Connection[d
     assert len(refused) == 190 and set(refused) == {"BR601"}
     assert seats(conn, act.sessions[0]) == (10, 0)
     assert one(conn, "select count(*) from public.bookings where session_id = %s", (act.sessions[0],)) == 10
+    # each won hold has its one delayed expiry; the 190 refused ones (their event written first, 0175) none
+    expiring = [r["id"] for r in conn.execute("select message -> 'payload' ->> 'booking_id' as id from pgmq.q_brigade_events "
+                                                 "where message ->> 'topic' = 'booking.expired'").fetchall()]
+    assert sorted(expiring) == sorted(str(b) for b in won)
     # a hold commits without waiting for its WAL flush (0173), for its own transaction only
     assert modes == [("off", "on")] * 10
     # and the insert takes its seats last: after the status history row, under the session row's lock

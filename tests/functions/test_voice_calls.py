@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 from twilio.request_validator import RequestValidator
 
 from brigade.auth import Claims
@@ -24,7 +25,6 @@ from brigade.migrate import apply_seed
 from functions.app import create_app
 from tests.conftest import Api, Factory, ServerThread
 from functions.twilio_voice import MenuCache
-from psycopg.rows import dict_row
 from tests.fakes.http import FakeServer, Reply
 from tests.ordering_fixtures import Outside
 from tests.ordering_kit import session_completed, signed
