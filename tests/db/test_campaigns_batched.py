@@ -122,3 +122,118 @@ def test_the_preview_counts_what_the_per_row_check_would(conn: Conn, shop: Menu)
             assert preview == {"members": len(rows), "reachable": counts.pop(None, 0), "blocked": dict(counts)}, (channel, product)
     finally:
         conn.execute("reset role")
+
+
+# --- batched claims (0136) --------------------------------------------------------------------------
+
+@pytest.fixture
+def plain(conn: Conn, menu: Menu) -> Menu:
+    """Campaigns on, stock for a few dozen orders (customers come from paid orders)."""
+    enable(conn, menu.tenant.business_id)
+    conn.execute("insert into public.stock_movements (business_id, venue_id, stock_item_id, delta, reason) "
+                 "select business_id, venue_id, id, 1000, 'delivery' from public.stock_items where business_id = %s", (menu.tenant.business_id,))
+    return menu
+
+
+def claims(conn: Conn, limit: int, send_id: uuid.UUID | None = None, business_id: uuid.UUID | None = None,
+           at: str = "now()") -> list[dict[str, Any]]:
+    return [r["c"] for r in conn.execute(f"select c from app.claim_marketing_sends(%s, %s, %s, {at}) c",  # noqa: S608 (a fixed expression)
+                                         (business_id, send_id, limit))]
+
+
+def statuses(conn: Conn, business_id: uuid.UUID) -> Counter[str]:
+    return Counter(r["status"] for r in conn.execute("select status from public.campaign_sends where business_id = %s", (business_id,)))
+
+
+def test_a_batch_claims_due_sends_once_and_records_them_set_based(api: Any, conn: Conn, plain: Menu) -> None:
+    from tests.campaigns_kit import automation, customer
+    b = plain.tenant.business_id
+    people = [customer(api, conn, plain, name=f"Bea {i}", days_ago=40) for i in range(5)]
+    customer(api, conn, plain, name="Nick Noconsent", days_ago=40, consent=())
+    automation(conn, b)
+    later = automation(conn, b, name="Later", delay_seconds=3600)
+    assert conn.execute("select app.evaluate_dormant_automations(%s) as n", (b,)).fetchone() == {"n": 12}
+    got = claims(conn, 4)
+    assert len(got) == 4 and statuses(conn, b)["sending"] + statuses(conn, b)["skipped"] == 4
+    rest = claims(conn, 50)
+    assert len(rest) == 2, "the rest of the due sends; the delayed rule's six are not due"
+    assert not {c["send_id"] for c in got} & {c["send_id"] for c in rest}, "a send is claimed once"
+    assert claims(conn, 50) == []
+    sent = [c for c in got + rest if c["action"] == "send"]
+    assert sorted(c["customer_id"] for c in sent) == sorted(str(p) for p in people)
+    assert all(c["business_id"] == str(b) and c["recipient"].startswith("+") for c in sent)
+    results = json.dumps([{"business_id": c["business_id"], "send_id": c["send_id"], "recipient": c["recipient"], "template": "t",
+                           "provider": "log", "message_id": f"SM{i}", "cost_cents": 0.79, "error": None if i else "refused"}
+                          for i, c in enumerate(sent)])
+    assert conn.execute("select app.complete_marketing_sends(%s) as n", (results,)).fetchone() == {"n": 5}
+    assert conn.execute("select app.complete_marketing_sends(%s) as n", (results,)).fetchone() == {"n": 0}, "a duplicate changes nothing"
+    assert statuses(conn, b) == Counter({"sent": 4, "failed": 1, "skipped": 1, "scheduled": 6})
+    logged = conn.execute("select count(*) as n from public.notification_log where business_id = %s and event_key like 'marketing:%%'", (b,)).fetchone()
+    assert logged == {"n": 5}
+    # the delayed ones become due: the event's own send comes first, the others follow in the batch
+    first = conn.execute("select id from public.campaign_sends where automation_id = %s order by id desc limit 1", (later,)).fetchone()["id"]  # type: ignore[index]
+    batch = claims(conn, 3, first, b, "now() + interval '2 hours'")
+    assert [c["send_id"] for c in batch][0] == str(first) and len(batch) == 3
+    assert claims(conn, 3, first, b, "now() + interval '2 hours'")[0]["action"] == "none", "a duplicate event finds it claimed"
+    with pytest.raises(psycopg.Error) as refused:
+        claims(conn, 0)
+    assert refused.value.sqlstate == "22023"
+
+
+def test_the_frequency_cap_counts_sends_in_flight(api: Any, conn: Conn, plain: Menu) -> None:
+    from tests.campaigns_kit import automation, customer
+    b = plain.tenant.business_id
+    cid = customer(api, conn, plain)
+    automation(conn, b, trigger="customer.birthday", cap_count=1, cap_days=7)
+    for key in ("k1", "k2"):
+        conn.execute("select app.enqueue_automations(%s, 'customer.birthday', %s, %s, null)", (b, key, cid))
+    got = claims(conn, 10)
+    assert sorted(c["action"] for c in got) == ["send", "skipped"]
+    assert [c["reason"] for c in got if c["action"] == "skipped"] == ["frequency_cap"], "the first is in flight: the cap holds in one batch"
+
+
+def test_a_crash_never_sends_twice_and_loses_only_what_was_handed_over(api: Any, conn: Conn, plain: Menu) -> None:
+    from tests.campaigns_kit import automation, customer
+    b = plain.tenant.business_id
+    for i in range(3):
+        customer(api, conn, plain, name=f"Cara {i}", days_ago=40)
+    automation(conn, b)
+    conn.execute("select app.evaluate_dormant_automations(%s)", (b,))
+    conn.execute("select pgmq.purge_queue('brigade_events')")
+    handed, untouched, done = claims(conn, 10)
+    # the worker: handed one to the provider (committed mark), then died; another was completed first
+    assert conn.execute("select app.start_marketing_send(%s, %s) as ok", (b, done["send_id"])).fetchone() == {"ok": True}
+    conn.execute("select app.complete_marketing_send(%s, %s, %s, 't', 'log', 'SM1', 0, null)", (b, done["send_id"], done["recipient"]))
+    assert conn.execute("select app.start_marketing_send(%s, %s) as ok", (b, handed["send_id"])).fetchone() == {"ok": True}
+    assert conn.execute("select app.start_marketing_send(%s, %s) as ok", (b, handed["send_id"])).fetchone() == {"ok": False}, \
+        "handed over once"
+    assert claims(conn, 10) == [], "in flight: no other worker claims them"
+    assert conn.execute("select app.recover_marketing_sends() as n").fetchone() == {"n": 0}, "within the lease nothing is recovered"
+    assert conn.execute("select app.recover_marketing_sends(interval '10 minutes', now() + interval '11 minutes') as n").fetchone() == {"n": 2}
+    rows = {r["id"]: r for r in conn.execute("select id, status, error from public.campaign_sends where business_id = %s", (b,))}
+    assert (rows[uuid.UUID(handed["send_id"])]["status"], rows[uuid.UUID(handed["send_id"])]["error"]) == ("failed", "interrupted")
+    assert rows[uuid.UUID(untouched["send_id"])]["status"] == "scheduled"
+    assert rows[uuid.UUID(done["send_id"])]["status"] == "sent"
+    queued = conn.execute("select message->'payload'->>'send_id' as s from pgmq.q_brigade_events").fetchall()
+    assert queued == [{"s": untouched["send_id"]}], "the never-sent one is announced again"
+    again = claims(conn, 10)
+    assert [c["send_id"] for c in again if c["action"] == "send"] == [untouched["send_id"]], "the interrupted one is never sent again"
+    # the interrupted worker's late report still lands: the message did go out
+    conn.execute("select app.complete_marketing_send(%s, %s, %s, 't', 'log', 'SM2', 0, null)", (b, handed["send_id"], handed["recipient"]))
+    assert conn.execute("select status from public.campaign_sends where id = %s", (handed["send_id"],)).fetchone() == {"status": "sent"}
+
+
+def test_two_claimers_split_the_due_sends(api: Any, conn: Conn, plain: Menu, db_dsn: str) -> None:
+    from tests.campaigns_kit import automation, customer
+    b = plain.tenant.business_id
+    for i in range(4):
+        customer(api, conn, plain, name=f"Dee {i}", days_ago=40)
+    automation(conn, b)
+    conn.execute("select app.evaluate_dormant_automations(%s)", (b,))
+    with psycopg.connect(db_dsn) as one, psycopg.connect(db_dsn) as two:
+        first = [r[0]["send_id"] for r in one.execute("select c from app.claim_marketing_sends(null, null, 3) c")]
+        second = [r[0]["send_id"] for r in two.execute("select c from app.claim_marketing_sends(null, null, 3) c")]  # while one holds its locks
+        assert len(first) == 3 and len(second) == 1 and not set(first) & set(second)
+        one.rollback()  # the first claimer dies before committing: its sends are due again
+        two.commit()
+    assert len(claims(conn, 10)) == 3
