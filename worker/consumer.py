@@ -41,8 +41,9 @@ class Consumer:
         self.failed = 0
         self.log = logging.LoggerAdapter(log, {"worker_id": resources.worker_id})
 
-    async def read_batch(self) -> list[Event]:
-        qty = max(1, min(self.settings.worker_batch_size, self.settings.worker_concurrency))
+    async def read_batch(self, free: int | None = None) -> list[Event]:
+        """Lease up to `free` visible events (default: as many as may run at once)."""
+        qty = max(1, min(self.settings.worker_batch_size, self.settings.worker_concurrency, free or self.settings.worker_concurrency))
         async with self.pool.connection() as conn:
             rows = await (
                 await conn.execute(queries.get("read_events"), {"vt": self.settings.worker_visibility_timeout, "qty": qty})
@@ -103,21 +104,37 @@ class Consumer:
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event, *, drain: bool = False, idle: bool = False) -> None:
         """Consume until stop is set (or, with drain, until the queue is empty, leased events included;
-        or, with idle, until no event is visible now: delayed and leased ones are left for later)."""
-        while not stop.is_set():
-            wake.clear()
-            batch = await self.read_batch()
-            if batch:
-                await asyncio.gather(*(self.process(event) for event in batch))
-                continue
-            seconds = await self.next_event_in()
-            if (drain and seconds is None) or idle:
-                return
-            timeout = self.settings.worker_poll_interval
-            if seconds is not None:
-                timeout = max(0.01, min(timeout, seconds))
-            stop_task = asyncio.ensure_future(stop.wait())
-            wake_task = asyncio.ensure_future(wake.wait())
-            await asyncio.wait({stop_task, wake_task}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            wake_task.cancel()
+        or, with idle, until no event is visible now: delayed and leased ones are left for later).
+
+        Pipelined: up to worker_concurrency handlers run at once, and a slot freed by one that finishes
+        is refilled at once, so a slow handler never holds back the events leased after it. A stop
+        lets the running handlers finish (their events would otherwise wait out the lease)."""
+        running: set[asyncio.Task[bool]] = set()
+        try:
+            while not stop.is_set():
+                wake.clear()
+                free = self.settings.worker_concurrency - len(running)
+                batch = await self.read_batch(free) if free > 0 else []
+                for event in batch:
+                    running.add(asyncio.create_task(self.process(event), name=f"event-{event.msg_id}"))
+                if batch and len(running) < self.settings.worker_concurrency:
+                    continue  # slots left: more may be visible now
+                timeout = self.settings.worker_poll_interval
+                if not running:
+                    seconds = await self.next_event_in()
+                    if (drain and seconds is None) or idle:
+                        return
+                    if seconds is not None:
+                        timeout = max(0.01, min(timeout, seconds))
+                elif idle and not batch:
+                    await asyncio.wait(running)  # nothing more visible: finish what runs, then look once more
+                    running = {t for t in running if not t.done()}
+                    continue
+                waits = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())}
+                done, _ = await asyncio.wait(waits | running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waits:
+                    waiter.cancel()
+                running -= done
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)

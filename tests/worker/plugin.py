@@ -55,6 +55,25 @@ async def block(event: Event, ctx: Context) -> None:
     await record(event, ctx)
 
 
+GATES: dict[str, asyncio.Event] = {}
+
+
+def gate(name: str) -> asyncio.Event:
+    """The in-process gate a `test.gate` event with this name waits on (set it to let the handler finish)."""
+    return GATES.setdefault(name, asyncio.Event())
+
+
+@registry.on("test.gate")
+async def gated(event: Event, ctx: Context) -> None:
+    """In-process only: announces its lease (`test_gated`), holds its slot until the test opens the gate
+    named in the payload, then records."""
+    async with ctx.pool.connection() as side:
+        await side.execute("select pg_notify('test_gated', %s)", (str(event.msg_id),))
+        await side.commit()
+    await gate(event.payload["gate"]).wait()
+    await record(event, ctx)
+
+
 @registry.on("test.whoami")
 async def whoami(event: Event, ctx: Context) -> None:
     """Records whether this worker copy's heartbeat row exists while it handles events."""

@@ -12,6 +12,7 @@ from brigade.auth import Claims
 from brigade.db import open_pool
 from brigade.settings import Settings
 from tests.conftest import Api
+from tests.worker import plugin
 from tests.worker.conftest import emit, handled, queue_depth
 from worker import main as worker_main
 from worker.consumer import Consumer, backoff_seconds
@@ -132,6 +133,46 @@ async def test_notify_wakes_an_idle_worker_long_before_its_poll(wsettings: Setti
     await task
     assert got, "the worker did not handle the event within 15 s of its NOTIFY"
     assert [r["payload"] for r in handled(conn)] == [{"wake": True}]
+
+
+async def test_a_running_handler_does_not_hold_back_later_events(wsettings: Settings, conn: psycopg.Connection[dict[str, Any]]) -> None:
+    two_slots = wsettings.model_copy(update={"worker_concurrency": 2, "worker_poll_interval": 60.0})
+    load_plugins(two_slots.plugin_modules)
+    opened = plugin.gate("slow")
+    slow = emit(conn, "test.gate", {"gate": "slow"})
+    quick = [emit(conn, "test.record", {"n": i}) for i in range(5)]  # leased with (or after) the slow one
+    stop = asyncio.Event()
+    async with await psycopg.AsyncConnection.connect(wsettings.dsn, autocommit=True) as listener:
+        await listener.execute("listen test_handled")
+        task = asyncio.create_task(worker_main.run(two_slots, stop=stop, schedule=False))
+        got = [int(n.payload) async for n in listener.notifies(timeout=15, stop_after=len(quick))]
+        assert got == quick, "the other slot kept handling events while the slow handler held its own"
+        assert not task.done() and [r["msg_id"] for r in handled(conn)] == quick
+        opened.set()
+        got = [int(n.payload) async for n in listener.notifies(timeout=15, stop_after=1)]
+    stop.set()
+    await task
+    assert got == [slow]
+    assert sorted(r["msg_id"] for r in handled(conn)) == sorted([slow, *quick]) and queue_depth(conn) == 0
+
+
+async def test_stop_lets_running_handlers_finish(wsettings: Settings, conn: psycopg.Connection[dict[str, Any]]) -> None:
+    load_plugins(wsettings.plugin_modules)
+    opened = plugin.gate("at-stop")
+    msg_id = emit(conn, "test.gate", {"gate": "at-stop"})
+    stop = asyncio.Event()
+    async with await psycopg.AsyncConnection.connect(wsettings.dsn, autocommit=True) as listener:
+        await listener.execute("listen test_handled")
+        await listener.execute("listen test_gated")
+        task = asyncio.create_task(worker_main.run(wsettings.model_copy(update={"worker_poll_interval": 60.0}), stop=stop, schedule=False))
+        entered = [n async for n in listener.notifies(timeout=15, stop_after=1)]
+        assert [(n.channel, int(n.payload)) for n in entered] == [("test_gated", msg_id)]
+        stop.set()
+        await asyncio.sleep(0)
+        assert not task.done(), "a stop does not abandon a running handler"
+        opened.set()
+        await task
+    assert [r["msg_id"] for r in handled(conn)] == [msg_id] and queue_depth(conn) == 0
 
 
 def test_backoff_doubles_and_is_capped() -> None:
