@@ -53,3 +53,24 @@ def test_a_printers_next_job_uses_the_pending_index(conn: psycopg.Connection[dic
     text = plan(conn, "select j.* from public.print_jobs j where j.printer_id = %s and j.business_id = %s "
                       "and j.status in ('queued', 'sent') order by j.seq limit 1", (printers[3], b))
     assert "print_jobs_pending_idx" in text and "Seq Scan" not in text, text
+
+
+def test_the_customer_list_page_is_read_in_index_order(conn: psycopg.Connection[dict[str, Any]]) -> None:
+    """The list page (one venue, one segment, lifetime value first, ties by customer): the next 50 entries of
+    the page index, no sort of the segment's rows."""
+    b = conn.execute("insert into public.businesses (name, slug, modules_json) values ('Crm', 'crm-explain', '{\"crm\": true}') "
+                     "returning id").fetchone()["id"]  # type: ignore[index]
+    v = conn.execute("insert into public.venues (business_id, name, slug) values (%s, 'V', 'v') returning id", (b,)).fetchone()["id"]  # type: ignore[index]
+    conn.execute("insert into public.customers (business_id, full_name) select %s, 'C' || g from generate_series(1, 20000) g", (b,))
+    conn.execute("insert into public.customer_venue_stats (business_id, venue_id, customer_id, total_orders, total_spent_cents, "
+                 "first_order_at, last_order_at) select c.business_id, %s, c.id, 2 + (hashint4(row_number() over ()::int) & 7), "
+                 "100 * (hashint4(row_number() over ()::int) & 255), now() - interval '200 days', "
+                 "now() - make_interval(days => (hashint4(row_number() over ()::int) & 127)) from public.customers c where c.business_id = %s",
+                 (v, b))
+    conn.execute("analyze public.customer_venue_stats")
+    for query in ("select s.customer_id from public.customer_venue_stats s where s.business_id = %(b)s and s.venue_id = %(v)s "
+                  "and s.segment = 'LOYAL' order by s.total_spent_cents desc, s.customer_id limit 50 offset 500",
+                  "select s.customer_id from public.customer_venue_stats s where s.business_id = %(b)s and s.venue_id = %(v)s "
+                  "order by s.total_spent_cents desc, s.customer_id limit 50 offset 500"):
+        text = plan(conn, query, {"b": b, "v": v})
+        assert "_ltv_page_idx" in text and "Sort" not in text, text
