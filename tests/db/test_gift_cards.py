@@ -204,3 +204,45 @@ def test_two_orders_racing_for_the_last_balance_never_overdraw(api: Api, conn: C
     assert results["first"]["gift_card_cents"] == 1000
     assert results["second"] == {"applied": False, "reason": "empty"}
     assert balance(conn, card["gift_card_id"]) == {"balance_cents": 0, "status": "active", "ledger": 0}
+
+
+def test_refunds_split_card_first_and_a_cancelled_gift_paid_order_goes_back_onto_the_card(api: Api, conn: Conn, menu: Menu) -> None:
+    b = menu.tenant.business_id
+    owner = menu.tenant.claims("owner")
+    card, code = issue(conn, api, b, 1000)
+    mixed = place(api, menu)
+    assert apply(api, mixed, code)["gift_card_cents"] == 1000
+    due = EXPECTED_TOTAL - 1000
+    event = {"id": "evt_mixed", "type": "checkout.session.completed", "created": 1, "data": {"object": {
+        "id": "cs_mixed", "object": "checkout.session", "payment_status": "paid", "amount_total": due, "payment_intent": "pi_mixed",
+        "metadata": {"order_id": mixed["order_id"], "business_id": str(b)}}}}
+    # Stripe charged less than the amount due: not paid
+    short = {**event, "id": "evt_short", "data": {"object": {**event["data"]["object"], "amount_total": due - 1}}}
+    assert conn.execute("select app.apply_stripe_event(%s) as o", (json.dumps(short),)).fetchone() == {"o": "amount_mismatch"}
+    assert conn.execute("select app.apply_stripe_event(%s) as o", (json.dumps(event),)).fetchone() == {"o": "paid"}
+
+    def ask(amount: int) -> dict[str, Any]:
+        return api.run(owner, "select public.request_refund(%s, %s) as r", (mixed["order_id"], amount))[0]["r"]
+
+    first = ask(500)  # within the card part: all to Stripe
+    assert (first["amount_cents"], first["gift_card_cents"], first["refund_cents"]) == (500, 0, 500)
+    second = ask(400)  # the card part's last 101 to Stripe, the rest back onto the gift card
+    assert (second["amount_cents"], second["gift_card_cents"], second["refund_cents"]) == (due - 500, 400 - (due - 500), 400)
+    assert balance(conn, card["gift_card_id"])["balance_cents"] == 0  # nothing back until the refund succeeds
+    conn.execute("select app.record_refund(%s, %s, %s, 're_2', 'failed', %s, 'declined')", (b, mixed["order_id"], second["refund_id"], due - 500))
+    assert balance(conn, card["gift_card_id"])["balance_cents"] == 0  # a refused refund gives the card nothing either
+    third = ask(400)
+    conn.execute("select app.record_refund(%s, %s, %s, 're_3', 'succeeded', %s, null)", (b, mixed["order_id"], third["refund_id"], third["amount_cents"]))
+    conn.execute("select app.record_refund(%s, %s, %s, 're_3', 'succeeded', %s, null)", (b, mixed["order_id"], third["refund_id"], third["amount_cents"]))
+    assert balance(conn, card["gift_card_id"]) == {"balance_cents": third["gift_card_cents"], "status": "active", "ledger": third["gift_card_cents"]}
+    assert sqlstate_of(lambda: ask(EXPECTED_TOTAL))[0] == "BR131"
+
+    # an order paid wholly by a card, then cancelled: the automatic refund puts it all back, with nothing for Stripe
+    full_card, full_code = issue(conn, api, b, 2000)
+    order = place(api, menu)
+    assert apply(api, order, full_code)["paid"] is True
+    api.run(menu.tenant.claims("manager"), "select public.set_order_status(%s, 'cancelled', 'kitchen closed')", (order["order_id"],))
+    assert conn.execute("select app.request_automatic_refund(%s, %s) as r", (b, order["order_id"])).fetchone() == {"r": None}
+    assert conn.execute("select app.request_automatic_refund(%s, %s) as r", (b, order["order_id"])).fetchone() == {"r": None}
+    assert balance(conn, full_card["gift_card_id"]) == {"balance_cents": 2000, "status": "active", "ledger": 2000}
+    assert conn.execute("select payment_status from public.orders where id = %s", (order["order_id"],)).fetchone() == {"payment_status": "refunded"}
