@@ -246,3 +246,17 @@ def test_refunds_split_card_first_and_a_cancelled_gift_paid_order_goes_back_onto
     assert conn.execute("select app.request_automatic_refund(%s, %s) as r", (b, order["order_id"])).fetchone() == {"r": None}
     assert balance(conn, full_card["gift_card_id"]) == {"balance_cents": 2000, "status": "active", "ledger": 2000}
     assert conn.execute("select payment_status from public.orders where id = %s", (order["order_id"],)).fetchone() == {"payment_status": "refunded"}
+
+
+def test_the_code_lookup_uses_the_business_code_index(conn: Conn, menu: Menu) -> None:
+    """A balance check or redemption finds the card by (business_id, code_hash), never by scanning the business's cards."""
+    b = menu.tenant.business_id
+    conn.execute("insert into public.gift_cards (business_id, initial_cents, currency, purchaser_email, status, code_hash, code_last4) "
+                 "select %s, 1000, 'USD', 'bench@gift.test', 'active', md5(g::text) || md5((g + 1)::text), 'ABCD' "
+                 "from generate_series(1, 3000) g", (b,))
+    conn.execute("analyze public.gift_cards")
+    row = conn.execute("explain (format json) select g.id from public.gift_cards g "
+                       "where g.business_id = %s and g.code_hash = app.gift_card_code_hash('ABCD-EFGH-JKLM-NPQR')", (b,)).fetchone()
+    assert row is not None
+    text = json.dumps(row["QUERY PLAN"])
+    assert "gift_cards_business_code_key" in text and "Seq Scan" not in text, text
