@@ -1,5 +1,8 @@
 """POST /functions/v1/checkout: a Stripe Checkout Session for an unpaid order or a held booking,
-priced from the database. Calling it again (or twice at once) returns the same session: the order
+priced from the database; or for a gift card being bought (buy_gift_card), whose paid session issues
+it. An order's request may carry a gift_card_code: the card pays what it holds first (in its own
+committed transaction, so a wrong code counts toward the code limits), and Checkout charges only the
+rest, or nothing when the card covers it all. Calling it again (or twice at once) returns the same session: the order
 (booking) row is locked while the session is created, and the idempotency key is the payable and its
 attempt number."""
 
@@ -15,9 +18,10 @@ from fastapi.responses import HTMLResponse
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from brigade import queries
 from brigade.auth import Claims
 from brigade.db import transaction_as
-from brigade.errors import NotFound, wrap_exceptions
+from brigade.errors import InvalidInput, NotFound, wrap_exceptions
 from brigade.providers import Providers, session_expiry
 from brigade.settings import Settings
 from brigade.stripe_events import booking_session_completed, session_completed
@@ -32,24 +36,32 @@ class CheckoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     order_id: uuid.UUID | None = None
     booking_id: uuid.UUID | None = Field(default=None, description="a held booking (hold_booking) instead of an order")
-    access_token: uuid.UUID | None = Field(default=None, description="from place_order / hold_booking; staff may omit it")
+    gift_card_id: uuid.UUID | None = Field(default=None, description="a gift card being bought (buy_gift_card)")
+    access_token: uuid.UUID | None = Field(default=None, description="from place_order / hold_booking / buy_gift_card; staff may omit it for an order")
+    gift_card_code: str | None = Field(default=None, min_length=1, max_length=64, description="pay the order with a gift card first")
     success_url: str | None = Field(default=None, max_length=2000)
     cancel_url: str | None = Field(default=None, max_length=2000)
 
     @model_validator(mode="after")
     def one_payable(self) -> "CheckoutRequest":
-        if (self.order_id is None) == (self.booking_id is None):
-            raise ValueError("send exactly one of order_id and booking_id")
+        if sum(x is not None for x in (self.order_id, self.booking_id, self.gift_card_id)) != 1:
+            raise ValueError("send exactly one of order_id, booking_id and gift_card_id")
+        if self.gift_card_code is not None and self.order_id is None:
+            raise ValueError("gift_card_code pays an order only")
         return self
 
 
 class CheckoutResponse(BaseModel):
     order_id: uuid.UUID | None = None
     booking_id: uuid.UUID | None = None
-    session_id: str
-    url: str
-    expires_at: datetime
-    reused: bool
+    gift_card_id: uuid.UUID | None = None
+    session_id: str | None = None
+    url: str | None = None
+    expires_at: datetime | None = None
+    reused: bool = False
+    gift_card_cents: int = 0
+    amount_due_cents: int | None = None
+    paid: bool = False
 
 
 def session_params(ctx: dict[str, Any], body: CheckoutRequest, settings: Settings, expires_at: datetime) -> dict[str, Any]:
@@ -63,6 +75,11 @@ def session_params(ctx: dict[str, Any], body: CheckoutRequest, settings: Setting
             line_items.append({"quantity": 1, "price_data": {"currency": currency, "unit_amount": ctx[key],
                                                              "product_data": {"name": name}}})
     metadata = {"order_id": ctx["order_id"], "business_id": ctx["business_id"], "order_number": str(ctx["order_number"])}
+    if ctx.get("gift_card_cents"):
+        # Checkout has no negative lines: the rest after the gift card is one line
+        line_items = [{"quantity": 1, "price_data": {"currency": currency, "unit_amount": ctx["amount_due_cents"], "product_data": {
+            "name": f"Order #{ctx['order_number']} (gift card paid {ctx['gift_card_cents'] / 100:.2f})"}}}]
+        metadata["gift_card_cents"] = str(ctx["gift_card_cents"])
     order_id = ctx["order_id"]
     params: dict[str, Any] = {
         "mode": "payment",
@@ -90,12 +107,22 @@ async def checkout(
     providers: Annotated[Providers, Depends(get_providers)],
     settings: Annotated[Settings, Depends(get_settings)],
 ) -> CheckoutResponse:
-    payable = body.order_id or body.booking_id
-    business = await payable_business(pool, body.order_id, body.booking_id)
+    payable = body.order_id or body.booking_id or body.gift_card_id
+    if body.gift_card_id is not None:
+        async with transaction_as(pool, Claims.service()) as conn:
+            row = await (await conn.execute(queries.get("gift_card_business"), {"gift_card_id": body.gift_card_id})).fetchone()
+        business = row["business_id"] if row else None
+    else:
+        business = await payable_business(pool, body.order_id, body.booking_id)
     ensure_origin_business(request, business)
     await enforce_rate_limits(pool, claims, "checkout", business, {"subject": str(payable)})
     if body.booking_id is not None:
         return await _booking_checkout(body, claims, pool, providers, settings)
+    if body.gift_card_id is not None:
+        return await _gift_card_checkout(body, pool, providers, settings)
+    applied = await _apply_gift_card(body, claims, pool)
+    if applied and applied["paid"]:
+        return CheckoutResponse(order_id=body.order_id, gift_card_cents=applied["gift_card_cents"], amount_due_cents=0, paid=True)
     async with wrap_exceptions(), transaction_as(pool, claims) as conn:
         ctx = await _context(conn, body)  # checks the caller: the placer's token, or staff of the venue
         if not ctx["session"]:
@@ -107,7 +134,8 @@ async def checkout(
         if ctx["session"]:
             s = ctx["session"]
             return CheckoutResponse(order_id=body.order_id, session_id=s["id"], url=s["url"],
-                                    expires_at=datetime.fromisoformat(s["expires_at"]), reused=True)
+                                    expires_at=datetime.fromisoformat(s["expires_at"]), reused=True,
+                                    gift_card_cents=ctx["gift_card_cents"], amount_due_cents=ctx["amount_due_cents"])
         expires_at = session_expiry(settings)
         params = session_params(ctx, body, settings, expires_at)
         await with_saved_cards(conn, providers, claims, ctx, params)
@@ -116,7 +144,71 @@ async def checkout(
         await conn.execute("select app.attach_checkout_session(%s, %s, %s, %s)",
                            (body.order_id, session.id, session.url, session.expires_at))
     return CheckoutResponse(order_id=body.order_id, session_id=session.id, url=session.url,
-                            expires_at=session.expires_at, reused=False)
+                            expires_at=session.expires_at, reused=False,
+                            gift_card_cents=ctx["gift_card_cents"], amount_due_cents=ctx["amount_due_cents"])
+
+
+async def _apply_gift_card(body: CheckoutRequest, claims: Claims, pool: AsyncConnectionPool) -> dict[str, Any] | None:
+    """The order's gift_card_code, applied and committed before the session is made; 400 when it cannot pay
+    (after the commit, so the try stays counted). A code sent again for an order already holding a card
+    (a retried checkout) is not applied twice."""
+    if body.gift_card_code is None:
+        return None
+    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+        held = await _context(conn, body)
+    if held["gift_card_cents"] > 0:
+        return {"paid": False, "gift_card_cents": held["gift_card_cents"]}
+    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+        row = await (await conn.execute(queries.get("apply_gift_card"), {
+            "order_id": body.order_id, "access_token": body.access_token, "code": body.gift_card_code})).fetchone()
+    applied = row["r"] if row else {}
+    if not applied.get("applied"):
+        raise InvalidInput(f"the gift card cannot pay this order ({applied.get('reason', 'unknown_code')})", code="BR141",
+                           hint=f"gift_card_{applied.get('reason', 'unknown_code')}")
+    return applied
+
+
+def gift_card_session_params(ctx: dict[str, Any], body: CheckoutRequest, settings: Settings, expires_at: datetime) -> dict[str, Any]:
+    """Stripe Checkout Session parameters for a gift card being bought (metadata kind=gift_card)."""
+    card_id = ctx["gift_card_id"]
+    metadata = {"kind": "gift_card", "gift_card_id": card_id, "business_id": ctx["business_id"]}
+    params: dict[str, Any] = {
+        "mode": "payment",
+        "line_items": [{"quantity": 1, "price_data": {"currency": ctx["currency"], "unit_amount": ctx["amount_cents"],
+                                                      "product_data": {"name": f"{ctx['business_name']} gift card"[:250]}}}],
+        "client_reference_id": card_id,
+        "metadata": metadata,
+        "payment_intent_data": {"metadata": metadata, "description": f"{ctx['business_name']} gift card"},
+        "success_url": (body.success_url or settings.checkout_success_url).replace("{order_id}", card_id),
+        "cancel_url": (body.cancel_url or settings.checkout_cancel_url).replace("{order_id}", card_id),
+        "expires_at": int(expires_at.timestamp()),
+        "customer_email": ctx["customer_email"],
+    }
+    if ctx.get("stripe_account_id") and ctx["application_fee_cents"] > 0:
+        params["payment_intent_data"]["application_fee_amount"] = ctx["application_fee_cents"]
+    return params
+
+
+async def _gift_card_checkout(body: CheckoutRequest, pool: AsyncConnectionPool, providers: Providers,
+                              settings: Settings) -> CheckoutResponse:
+    """The gift-card branch: the card row is locked while its session is made, like an order's."""
+    args = {"gift_card_id": body.gift_card_id, "access_token": body.access_token}
+    async with wrap_exceptions(), transaction_as(pool, Claims.service()) as conn:
+        ctx = (await (await conn.execute(queries.get("gift_card_context"), args)).fetchone())["ctx"]  # type: ignore[index]
+        await conn.execute("select 1 from public.gift_cards where id = %s for update", (body.gift_card_id,))
+        ctx = (await (await conn.execute(queries.get("gift_card_context"), args)).fetchone())["ctx"]  # type: ignore[index]
+        if ctx["session"]:
+            s = ctx["session"]
+            return CheckoutResponse(gift_card_id=body.gift_card_id, session_id=s["id"], url=s["url"],
+                                    expires_at=datetime.fromisoformat(s["expires_at"]), reused=True, amount_due_cents=ctx["amount_cents"])
+        expires_at = session_expiry(settings)
+        session = await providers.payments.create_checkout_session(
+            gift_card_session_params(ctx, body, settings, expires_at),
+            idempotency_key=f"checkout:gift_card:{ctx['gift_card_id']}:{ctx['attempt']}", stripe_account=ctx.get("stripe_account_id"))
+        await conn.execute(queries.get("attach_gift_card_session"), {"gift_card_id": body.gift_card_id, "session_id": session.id,
+                                                                     "url": session.url, "expires_at": session.expires_at})
+    return CheckoutResponse(gift_card_id=body.gift_card_id, session_id=session.id, url=session.url,
+                            expires_at=session.expires_at, reused=False, amount_due_cents=ctx["amount_cents"])
 
 
 async def with_saved_cards(conn: Any, providers: Providers, claims: Claims, ctx: dict[str, Any], params: dict[str, Any]) -> None:

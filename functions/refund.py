@@ -1,5 +1,7 @@
 """POST /functions/v1/refund: a manager refunds an order — all of what is left, an amount, or chosen
-lines — through Stripe with an idempotency key. The request is recorded first (so a retry reuses
+lines — through Stripe with an idempotency key. Of an order paid partly by gift card, Stripe gets back
+the card part first and the rest goes back to the gift card (in SQL, when the refund succeeds); a refund
+that is all gift card never calls Stripe. The request is recorded first (so a retry reuses
 its key), Stripe's answer second; the webhook reconciles whatever Stripe says later. Where the business
 requires PIN re-authentication, the caller's X-Brigade-Reauth / X-Brigade-Device headers are forwarded
 to SQL, which refuses the refund without a fresh grant (BR820 / BR821, 400 as PostgREST answers them)."""
@@ -57,6 +59,10 @@ async def refund(
     req = row["r"] if row else {}
     if req.get("error") == "permission_denied":  # answered without a raise so that the audit row committed
         raise Forbidden(req["message"], code=req["code"], hint="permission_denied")
+    whole = {"refund_id": req["refund_id"], "order_id": req["order_id"], "amount_cents": req.get("refund_cents", req["amount_cents"]),
+             "gift_card_cents": req.get("gift_card_cents", 0)}
+    if req["amount_cents"] == 0:  # all of it went back to the gift card, in SQL: nothing for Stripe
+        return {**whole, "provider_refund_id": None, "status": req.get("status", "succeeded")}
     params = {"payment_intent": req["payment_intent_id"], "amount": req["amount_cents"],
               "metadata": {"refund_id": req["refund_id"], "order_id": req["order_id"], "business_id": req["business_id"]}}
     async with transaction_as(pool, Claims.service()) as conn:
@@ -69,5 +75,4 @@ async def refund(
         await _record(pool, req, None, "failed", exc.message)
         raise
     await _record(pool, req, result.id, result.status, result.failure_reason)
-    return {"refund_id": req["refund_id"], "order_id": req["order_id"], "amount_cents": req["amount_cents"],
-            "provider_refund_id": result.id, "status": result.status}
+    return {**whole, "provider_refund_id": result.id, "status": result.status}

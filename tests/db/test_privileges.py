@@ -320,6 +320,8 @@ ANON_CALLABLE = {
     "module_enabled(uuid,text)", "order_messages(uuid,uuid)", "place_order(jsonb)", "rate_delivery(uuid,uuid,integer)", "remove_from_cart(text,uuid)", "send_order_message(uuid,uuid,text,text)",
     "set_cart_details(text,jsonb)", "start_cart(uuid)", "submit_review(uuid,uuid,jsonb)",
     "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)", "update_cart_item(text,uuid,jsonb)",
+    # issue 23 gift cards: guests buy one, check a code's balance (rate-limited) and pay their order with it (token)
+    "buy_gift_card(jsonb)", "check_gift_card_balance(uuid,text)", "apply_gift_card(uuid,uuid,text)",
     "receipt(text,uuid,uuid)",  # the token holder, the order's customer, venue staff, the platform; PT404 otherwise
 }
 # Callable by signed-in users only: each checks membership, ownership or the operator inside.
@@ -340,6 +342,7 @@ AUTHENTICATED_CALLABLE = {
     # issue 23: owners/managers of the driver's business (or the operator) mark a manual driver payout paid;
     # the operator sets a driver's Connect Express account
     "mark_driver_payout_paid(uuid,uuid)", "set_driver_payout_account(uuid,uuid,text)",
+    "set_gift_card_expiry(uuid,integer)",  # issue 23: the owner (or the operator) sets the local-law expiry
     # PINs: each acts on the caller's own PIN or checks owner/manager inside; require_fresh_pin only refuses or
     # audits the caller's own grant (the triggers of sensitive actions call it as the caller)
     "verify_pin(uuid,text,text)", "set_my_pin(uuid,text)", "my_pin_status(uuid)", "reset_staff_pin(uuid)",

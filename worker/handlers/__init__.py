@@ -5,6 +5,7 @@ from worker.handlers import (  # noqa: F401
     campaigns,
     crm,
     dispatch,
+    gift_cards,
     loyalty,
     messaging,
     ordering,
