@@ -32,6 +32,7 @@ QUICK: dict[str, list[str]] = {
     "kitchen": ["--orders", "20"],
     "ask": ["--customers", "500", "--rounds", "1"],
     "payouts": ["--businesses", "10", "--orders", "20", "--runs", "1"],
+    "gift_cards": ["--checks", "200", "--orders", "40", "--pgbench-seconds", "1"],
 }
 FULL_BOUND, QUICK_BOUND = 1800.0, 60.0  # seconds per script
 
