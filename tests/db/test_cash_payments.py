@@ -207,3 +207,22 @@ def test_the_payout_nets_a_cash_orders_platform_fee(api: Api, conn: Conn, menu: 
     assert fee > 0
     payout = conn.execute("select app.compute_payout(%s, now() - interval '1 day', now() + interval '1 day') as p", (b,)).fetchone()["p"]  # type: ignore[index]
     assert payout["gross_cents"] == 0 and payout["platform_fee_cents"] == fee and payout["net_cents"] == -fee
+
+
+def test_a_cart_checks_out_as_a_cash_order_only_where_the_venue_takes_cash(api: Api, conn: Conn, menu: Menu) -> None:
+    def rpc(fn: str, *args: Any) -> Any:
+        marks = ", ".join(["%s"] * len(args))
+        return api.run(Claims.anon(), f"select public.{fn}({marks}) as r", args)[0]["r"]
+
+    token = rpc("start_cart", menu.venue_id)["session_token"]
+    rpc("add_to_cart", token, json.dumps({"product_id": str(menu.products["croissant"]), "quantity": 2}))
+    rpc("set_cart_details", token, json.dumps({"customer": {"name": "Cart Cash", "phone": "+1 212 555 0177"},
+                                               "payment_method": "pay_at_counter"}))
+    assert sqlstate(lambda: rpc("set_cart_details", token, json.dumps({"payment_method": "iou"}))) == "22023"
+    assert sqlstate(lambda: rpc("checkout_cart", token)) == "BR150"
+    allow_cash(conn, menu, "{pay_at_counter}")
+    order = rpc("checkout_cart", token)
+    assert order["payment_method"] == "pay_at_counter" and order["amount_due_cents"] == order["total_cents"]
+    row = conn.execute("select payment_method, cash_admitted_at is not null as admitted from public.orders where id = %s",
+                       (order["order_id"],)).fetchone()
+    assert row == {"payment_method": "pay_at_counter", "admitted": True}
