@@ -226,3 +226,18 @@ def test_a_cart_checks_out_as_a_cash_order_only_where_the_venue_takes_cash(api: 
     row = conn.execute("select payment_method, cash_admitted_at is not null as admitted from public.orders where id = %s",
                        (order["order_id"],)).fetchone()
     assert row == {"payment_method": "pay_at_counter", "admitted": True}
+
+
+def test_a_cash_order_paid_online_after_all_is_not_collected_again(api: Api, conn: Conn, menu: Menu) -> None:
+    allow_cash(conn, menu)
+    order = place(api, cod_payload(menu))
+    moved = conn.execute("select count(*) as n from public.stock_movements where order_id = %s", (order["order_id"],)).fetchone()
+    conn.execute("insert into public.deliveries (business_id, venue_id, order_id, external_delivery_id, pickup, dropoff, currency, "
+                 "dropoff_pin) values (%s, %s, %s, %s, '{}', '{}', 'USD', '1234')", (menu.tenant.business_id, menu.venue_id, order["order_id"], f"brg-{order['order_id']}"))
+    assert conn.execute("select cash_due_cents from public.deliveries").fetchone() == {"cash_due_cents": order["total_cents"]}
+    conn.execute("select app.apply_stripe_event(%s)", (json.dumps(session_completed(order, "cs_online", "pi_online")),))
+    row = conn.execute("select payment_status::text from public.orders where id = %s", (order["order_id"],)).fetchone()
+    assert row == {"payment_status": "paid"}
+    assert conn.execute("select count(*) as n from public.stock_movements where order_id = %s", (order["order_id"],)).fetchone() == moved
+    assert conn.execute("select cash_due_cents from public.deliveries").fetchone() == {"cash_due_cents": 0}
+    assert code_of(lambda: collect(api, menu.tenant.claims("staff"), order["order_id"], order["total_cents"])) == ("BR153", "no_cash_due")

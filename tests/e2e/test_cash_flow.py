@@ -40,6 +40,10 @@ async def test_cash_on_delivery_from_placement_to_reconciliation(api: Api, conn:
         api.run(staff, "select public.set_order_status(%s, %s)", (order["order_id"], step))
     await run_worker(outside.settings)
 
+    # the customer heard at once that the kitchen took it (the cash confirmation), before any payment
+    texts = [m for m in outside.twilio.messages() if m.get("To") == "+12125550142"]
+    assert len(texts) == 1 and str(order["order_number"]) in texts[0]["Body"]
+
     delivery = delivery_of(conn, order)
     [offer] = offers(conn, delivery["id"])
     near = fleet.claims("near")
