@@ -241,3 +241,37 @@ def test_a_cash_order_paid_online_after_all_is_not_collected_again(api: Api, con
     assert conn.execute("select count(*) as n from public.stock_movements where order_id = %s", (order["order_id"],)).fetchone() == moved
     assert conn.execute("select cash_due_cents from public.deliveries").fetchone() == {"cash_due_cents": 0}
     assert code_of(lambda: collect(api, menu.tenant.claims("staff"), order["order_id"], order["total_cents"])) == ("BR153", "no_cash_due")
+
+
+def test_the_hand_over_and_a_days_reconciliation_use_their_indexes(conn: Conn, menu: Menu) -> None:
+    """2,500 collections over 50 days: a venue's open cash (hand-over) comes from the partial index, one
+    business day's reconciliation from the (venue, day) index, neither from a scan of the history."""
+    b, v = menu.tenant.business_id, menu.venue_id
+    conn.execute("""
+        with o as (
+          insert into public.orders (business_id, venue_id, order_number, channel, fulfilment, currency, subtotal_cents, total_cents,
+                                     payment_method)
+          select %(b)s, %(v)s, 100000 + g, 'web', 'pickup', 'USD', 1000, 1000, 'pay_at_counter' from generate_series(1, 2500) g
+          returning id, order_number)
+        insert into public.cash_collections (business_id, venue_id, order_id, outcome, amount_due_cents, received_cents, currency,
+                                             collected_at, business_day, handover_id)
+        select %(b)s, %(v)s, o.id, 'collected', 1000, 1000, 'USD', now() - (o.order_number %% 50) * interval '1 day',
+               (now() - (o.order_number %% 50) * interval '1 day')::date, null
+        from o""", {"b": b, "v": v})
+    handover = conn.execute("insert into public.cash_handovers (business_id, venue_id, collections_count, expected_cents, counted_cents, "
+                            "currency, business_day) values (%s, %s, 0, 0, 0, 'USD', current_date) returning id", (b, v)).fetchone()
+    assert handover
+    conn.execute("update public.cash_collections set handover_id = %s where business_id = %s and business_day < current_date - 1",
+                 (handover["id"], b))
+    conn.execute("analyze public.cash_collections")
+
+    def plan(query: str, params: Any) -> str:
+        row = conn.execute("explain (format json) " + query, params).fetchone()
+        assert row is not None
+        return json.dumps(row["QUERY PLAN"])
+
+    text = plan("select count(*), sum(c.collected_cents) from public.cash_collections c where c.business_id = %s and c.venue_id = %s "
+                "and c.handover_id is null and c.outcome = 'collected' and c.driver_id is not distinct from null", (b, v))
+    assert "cash_collections_open_idx" in text and "Seq Scan" not in text, text
+    text = plan("select * from public.cash_reconciliation where business_id = %s and venue_id = %s and business_day = current_date - 7", (b, v))
+    assert "cash_collections_venue_day_idx" in text and "Seq Scan" not in text, text
