@@ -117,9 +117,10 @@ WRITABLE: dict[str, tuple[frozenset[str], frozenset[str]]] = {
                             cols("business_id closes_at id opens_at venue_id weekday")),
     "venue_products": (cols("business_id is_available product_id unavailable_reason updated_at venue_id"),
                        cols("is_available unavailable_reason")),
-    "venues": (cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at default_locale delivery_fee_cents "
+    # cash_methods / cash_max_order_cents: which cash payments the venue takes (issue 23), its managers' setting
+    "venues": (cols("accepts_delivery accepts_dine_in accepts_pickup address business_id cash_max_order_cents cash_methods created_at default_locale delivery_fee_cents "
                     "delivery_radius_km id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at"),
-               cols("accepts_delivery accepts_dine_in accepts_pickup address business_id created_at default_locale delivery_fee_cents "
+               cols("accepts_delivery accepts_dine_in accepts_pickup address business_id cash_max_order_cents cash_methods created_at default_locale delivery_fee_cents "
                     "delivery_radius_km id is_published latitude longitude name phone require_double_opt_in slug tax_rate_bps time_zone updated_at")),
 }
 
@@ -360,6 +361,10 @@ AUTHENTICATED_CALLABLE = {
     "set_retention(uuid,text,integer)",  # owners (or the operator), within the policy's bounds
     "metrics(uuid,timestamp with time zone,timestamp with time zone)",  # owners/managers, the operator for the platform
     "list_alerts(boolean,integer)", "acknowledge_alert(bigint)",  # the operator only (checked inside)
+    # issue 23 cash: the order's own-fleet driver or a member with collect_cash (PT404/42501 otherwise);
+    # hand-overs need reconcile_cash at the venue
+    "record_cash_collection(uuid,integer,integer,timestamp with time zone,text)", "record_cash_refused(uuid,text)",
+    "record_cash_handover(uuid,uuid,bigint,text)", "cash_collector(orders)",
 }
 
 

@@ -82,6 +82,15 @@ async def order_paid(event: Event, ctx: Context) -> None:
                                                     "business_id": str(event.business_id), "channels": channels})
 
 
+@registry.on("order.cash_accepted")
+async def order_cash_accepted(event: Event, ctx: Context) -> None:
+    """Text the customer that the kitchen took their cash order and what is due (the receipt follows the cash)."""
+    order_id = event.payload["order_id"]
+    channels = await send_pending(event, ctx, f"order.cash_accepted:{order_id}")
+    ctx.log.info("cash order confirmed", extra={"action": "order_cash_accepted_sent", "order_id": order_id,
+                                                "business_id": str(event.business_id), "channels": channels})
+
+
 @registry.on("order.ready")
 async def order_ready(event: Event, ctx: Context) -> None:
     """Call the customer to say the order is ready (SMS when the call cannot be placed)."""
