@@ -17,3 +17,6 @@ def seed(ctx: TenantRows) -> None:
     order = row["r"]
     conn.execute("select app.record_cash_collection(%s, %s, 0)", (order["order_id"], order["total_cents"]))
     conn.execute("select app.record_cash_handover(%s, null, %s)", (menu.venue_id, order["total_cents"]))
+    # a cash order's kitchen takes its stock at admission: put it back, so the walk's later seeds can still order
+    conn.execute("insert into public.stock_movements (business_id, venue_id, stock_item_id, delta, reason) "
+                 "select business_id, venue_id, id, 100, 'delivery' from public.stock_items where venue_id = %s", (menu.venue_id,))
