@@ -48,7 +48,8 @@ begin
        where not exists (select 1 from public.segment_memberships m
                          where m.business_id = $2 and m.segment_id = w.segment_id and m.customer_id = w.customer_id)
      ), counted as (
-       select i.id, (select count(*) from want w where w.segment_id = i.id)::integer as n from unnest($4) i (id)
+       select i.id, coalesce(w.n, 0)::integer as n
+       from unnest($4) i (id) left join (select w.segment_id, count(*) as n from want w group by w.segment_id) w on w.segment_id = i.id
      )
      update public.segments g set member_count = counted.n, last_computed_at = now()
      from counted where g.business_id = $2 and g.id = counted.id', array_to_string(v_tests, ', '))
