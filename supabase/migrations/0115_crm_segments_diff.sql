@@ -21,23 +21,25 @@ begin
   if v_segment.id is null then
     perform app.fail('PT404', 'segment_not_found', 'no such segment');
   end if;
-  -- the data-modifying CTEs share one snapshot: the insert's anti-join sees the memberships as they
-  -- were before the delete, which removes only customers outside `want`
+  -- the data-modifying CTEs share one snapshot: both differences are taken against the memberships as
+  -- they were. EXCEPT (a hashed or sorted set operation) reads both inputs whole before it returns a row,
+  -- so the insert never scans the rows it is adding (a nested-loop anti-join over a table that looks
+  -- empty to the planner would, and turn quadratic)
   execute format(
     'with want as materialized (
-       select s.customer_id, s.venue_id
+       select s.customer_id
        from public.customer_venue_stats s
        join public.customers c on c.business_id = s.business_id and c.id = s.customer_id
        where s.business_id = $2 and s.venue_id = $3 and c.anonymised_at is null and (%s)
+     ), have as materialized (
+       select m.customer_id from public.segment_memberships m where m.business_id = $2 and m.segment_id = $4
      ), gone as (
        delete from public.segment_memberships m
-       where m.business_id = $2 and m.segment_id = $4
-         and not exists (select 1 from want w where w.customer_id = m.customer_id)
+       using (select customer_id from have except select customer_id from want) g
+       where m.business_id = $2 and m.segment_id = $4 and m.customer_id = g.customer_id
      ), joined as (
        insert into public.segment_memberships (business_id, segment_id, customer_id, venue_id)
-       select $2, $4, w.customer_id, w.venue_id from want w
-       where not exists (select 1 from public.segment_memberships m
-                         where m.business_id = $2 and m.segment_id = $4 and m.customer_id = w.customer_id)
+       select $2, $4, j.customer_id, $3 from (select customer_id from want except select customer_id from have) j
      )
      select count(*)::integer from want', app.compile_segment(v_segment.criteria))
   into v_count

@@ -33,20 +33,22 @@ begin
   end loop;
   execute format(
     'with want as materialized (
-       select ($4::uuid[])[p.k] as segment_id, s.customer_id, s.venue_id
+       select ($4::uuid[])[p.k] as segment_id, s.customer_id
        from public.customer_venue_stats s
        join public.customers c on c.business_id = s.business_id and c.id = s.customer_id
        cross join lateral (values %s) p (k, hit)
        where s.business_id = $2 and s.venue_id = $3 and c.anonymised_at is null and p.hit
+     ), have as materialized (
+       select m.segment_id, m.customer_id from public.segment_memberships m where m.business_id = $2 and m.segment_id = any ($4)
      ), gone as (
        delete from public.segment_memberships m
-       where m.business_id = $2 and m.segment_id = any ($4)
-         and not exists (select 1 from want w where w.segment_id = m.segment_id and w.customer_id = m.customer_id)
+       using (select segment_id, customer_id from have except select segment_id, customer_id from want) g
+       where m.business_id = $2 and m.segment_id = g.segment_id and m.customer_id = g.customer_id
      ), joined as (
+       -- EXCEPT reads both inputs whole first, so the insert never scans the rows it adds (see 0115)
        insert into public.segment_memberships (business_id, segment_id, customer_id, venue_id)
-       select $2, w.segment_id, w.customer_id, w.venue_id from want w
-       where not exists (select 1 from public.segment_memberships m
-                         where m.business_id = $2 and m.segment_id = w.segment_id and m.customer_id = w.customer_id)
+       select $2, j.segment_id, j.customer_id, $3
+       from (select segment_id, customer_id from want except select segment_id, customer_id from have) j
      ), counted as (
        select i.id, coalesce(w.n, 0)::integer as n
        from unnest($4) i (id) left join (select w.segment_id, count(*) as n from want w group by w.segment_id) w on w.segment_id = i.id
