@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 QUICK: dict[str, list[str]] = {
     "outbox": ["--events", "1000", "--latency-events", "100", "--pgbench-seconds", "1"],
     "orders": ["--orders", "100", "--pgbench-seconds", "1"],
-    "crm": ["--customers", "2000", "--venues", "2", "--page-runs", "20", "--fly-runs", "2"],
+    "crm": ["--customers", "2000", "--venues", "2", "--page-runs", "20", "--fly-runs", "2", "--pgbench-seconds", "1"],
     "campaigns": ["--customers", "2000", "--claims", "200"],
     "bookings": ["--holds", "200", "--sessions", "50", "--pgbench-seconds", "1"],
     "dispatch": ["--drivers", "20", "--updates", "500", "--orders", "20", "--pgbench-seconds", "1"],

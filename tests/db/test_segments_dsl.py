@@ -161,3 +161,65 @@ def test_crm_off_hides_segments_and_refuses_recompute(api: Api, conn: psycopg.Co
     with pytest.raises(psycopg.Error) as off:
         api.run(t.claims("owner"), "select public.recompute_segment(%s)", (seg,))
     assert off.value.sqlstate == "PT404"
+
+
+DIFF_CRITERIA = [
+    {"field": "total_spent_cents", "op": "gte", "value": 5000},
+    {"field": "segment", "op": "in", "value": ["CHAMPION", "LOYAL", "AT_RISK"]},
+    {"any": [{"field": "days_since_last_order", "op": "between", "value": [20, 60]}, {"hasTag": "vip"}]},
+    {"not": {"field": "segment", "op": "eq", "value": "LOST"}},
+    {"all": [{"field": "total_orders", "op": "gte", "value": 3}, {"not": {"field": "email", "op": "contains", "value": "7@"}}]},
+]
+
+
+def full_members(conn: psycopg.Connection[dict[str, Any]], t: Tenant, criteria: Any) -> set[uuid.UUID]:
+    """The members as 0007 computed them: every customer of the venue matching the compiled predicate."""
+    pred = conn.execute("select app.compile_segment(%s) as p", (json.dumps(criteria),)).fetchone()["p"]  # type: ignore[index]
+    query = psycopg.sql.SQL(
+        "select s.customer_id from public.customer_venue_stats s join public.customers c on c.business_id = s.business_id "
+        "and c.id = s.customer_id where s.business_id = %(b)s and s.venue_id = %(v)s and c.anonymised_at is null and ({})"
+    ).format(psycopg.sql.SQL(pred.replace("$1", "%(crit)s::jsonb")))
+    return {r["customer_id"] for r in conn.execute(query, {"b": t.business_id, "v": t.venues[0], "crit": json.dumps(criteria)})}
+
+
+def test_a_recompute_writes_only_joiners_and_leavers(conn: psycopg.Connection[dict[str, Any]], shop: dict[str, Any]) -> None:
+    """On generated customers (ties on spend and days, values on the criteria's edges): the members after each
+    recompute are exactly the full computation's, members who stay are not rewritten, leavers are gone."""
+    t: Tenant = shop["tenant"]
+    conn.execute("insert into public.customers (business_id, full_name, email) select %s, 'Gen ' || g, 'g' || g || '@x.test' "
+                 "from generate_series(1, 300) g", (t.business_id,))
+    conn.execute("insert into public.customer_venue_stats (business_id, venue_id, customer_id, total_orders, total_spent_cents, first_order_at, "
+                 "last_order_at) select c.business_id, %s, c.id, 1 + (hashint4(g) & 7), 1000 * (1 + (hashint4(g * 7) & 7)), now() - interval '300 days', "
+                 "now() - make_interval(days => (hashint4(g * 3) & 127)) from (select c.*, (row_number() over (order by c.id))::int as g "
+                 "from public.customers c where c.business_id = %s and c.full_name like 'Gen %%') c", (t.venues[0], t.business_id))
+    conn.execute("insert into public.customer_tags (business_id, customer_id, tag) select business_id, id, 'vip' from public.customers "
+                 "where business_id = %s and full_name like 'Gen 1%%'", (t.business_id,))
+    conn.execute("select app.crm_rebucket(%s)", (t.business_id,))
+    segments = [conn.execute("insert into public.segments (business_id, venue_id, key, name, criteria) values (%s, %s, %s, 'diff', %s) returning id",
+                             (t.business_id, t.venues[0], f"diff_{i}", json.dumps(c))).fetchone()["id"] for i, c in enumerate(DIFF_CRITERIA)]  # type: ignore[index]
+
+    def rows(seg: uuid.UUID) -> dict[uuid.UUID, Any]:
+        return {r["customer_id"]: r["xmin"] for r in conn.execute(
+            "select customer_id, xmin::text from public.segment_memberships where segment_id = %s", (seg,))}
+
+    def recompute(seg: uuid.UUID) -> int:
+        return conn.execute("select app.recompute_segment(%s, %s) as n", (t.business_id, seg)).fetchone()["n"]  # type: ignore[index, no-any-return]
+
+    before = {}
+    for seg, criteria in zip(segments, DIFF_CRITERIA):
+        n = recompute(seg)
+        before[seg] = rows(seg)
+        assert set(before[seg]) == full_members(conn, t, criteria) and n == len(before[seg]) > 0
+    # a night later: a third spend more and ordered recently, one member is erased, the rest is as it was
+    conn.execute("update public.customer_venue_stats set total_spent_cents = total_spent_cents + 4000, total_orders = total_orders + 1, "
+                 "last_order_at = now() - interval '1 day' where business_id = %s and hashint4(total_spent_cents::int) %% 3 = 0", (t.business_id,))
+    conn.execute("update public.customers set anonymised_at = now() where id = %s", (shop["people"]["Ann"],))
+    conn.execute("select app.crm_rebucket(%s)", (t.business_id,))
+    for seg, criteria in zip(segments, DIFF_CRITERIA):
+        n = recompute(seg)
+        after = rows(seg)
+        assert set(after) == full_members(conn, t, criteria) and n == len(after)
+        assert set(after) != set(before[seg])
+        stayed = set(after) & set(before[seg])
+        assert stayed and all(after[c] == before[seg][c] for c in stayed)  # not deleted and inserted again
+        assert conn.execute("select member_count as n from public.segments where id = %s", (seg,)).fetchone() == {"n": len(after)}
