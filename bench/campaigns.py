@@ -9,7 +9,10 @@ time through the per-trigger path (app.enqueue_automations, one event each); the
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_cluster, write_section  # noqa: E402
+from bench.common import bench_cluster, pgbench_tps, write_section  # noqa: E402
 
 BUSINESS = "00000000-0000-4000-8000-00000000c0c0"
 VENUE = "00000000-0000-4000-8000-0000000c0001"
@@ -68,6 +71,43 @@ def timed(conn: psycopg.Connection, query: object, params: dict | None = None) -
     return time.perf_counter() - t0
 
 
+STEP = "select app.complete_marketing_sends(%s::jsonb), app.start_marketing_send(%s, %s)"  # the worker's marketing_send_step
+
+
+def worker_path(dsn: str, sends: int, batch: int, outcomes: dict[str, int], lock: threading.Lock) -> None:
+    """What the worker does in SQL for marketing sends, no provider: claim a batch (committed), then one commit
+    per send recording the previous one's outcome and handing this one over. Durable commits, as the worker's."""
+    done = 0
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        while done < sends:
+            claims = [r[0] for r in conn.execute("select c from app.claim_marketing_sends(null, null, %s) c", (min(batch, sends - done),))]
+            if not claims:
+                return
+            done += len(claims)
+            done: list[dict[str, object]] = []
+            for claim in claims:
+                with lock:
+                    outcomes[claim["action"]] = outcomes.get(claim["action"], 0) + 1
+                if claim["action"] != "send":
+                    continue
+                conn.execute(STEP, (json.dumps(done), claim["business_id"], claim["send_id"]))
+                done = [{"business_id": claim["business_id"], "send_id": claim["send_id"], "recipient": claim["recipient"],
+                         "template": "customer.dormant", "provider": "log", "message_id": "x", "cost_cents": 0.79, "error": None}]
+            conn.execute(STEP, (json.dumps(done), None, None))
+
+
+def batched(dsn: str, sends: int, batch: int, clients: int) -> tuple[float, dict[str, int]]:
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+    threads = [threading.Thread(target=worker_path, args=(dsn, sends // clients, batch, outcomes, lock)) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, outcomes
+
+
 def reset(conn: psycopg.Connection) -> None:
     conn.execute("delete from public.campaign_sends")
     conn.execute("select pgmq.purge_queue('brigade_events')")
@@ -77,6 +117,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--claims", type=int, default=5_000)
+    parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument("--preview-runs", type=int, default=5)
     args = parser.parse_args()
 
     with bench_cluster() as cluster, psycopg.connect(cluster.dsn, autocommit=True) as conn:
@@ -98,9 +142,10 @@ def main() -> None:
         conn.execute("select app.evaluate_dormant_automations(%s)", (BUSINESS,))
         conn.execute("update public.campaign_sends set due_at = now() - interval '1 minute'")
         ids = [r[0] for r in conn.execute("select id from public.campaign_sends order by id limit %s", (args.claims,))]
+        conn.execute("set synchronous_commit = on")  # the worker's commits are durable
         t0 = time.perf_counter()
         outcomes: dict[str, int] = {}
-        for send_id in ids:
+        for send_id in ids:  # one send per transaction: app.claim_marketing_send, the batch of one
             with conn.transaction():
                 claim = conn.execute("select app.claim_marketing_send(%s, %s)", (BUSINESS, send_id)).fetchone()[0]  # type: ignore[index]
                 outcomes[claim["action"]] = outcomes.get(claim["action"], 0) + 1
@@ -108,14 +153,27 @@ def main() -> None:
                     conn.execute("select app.complete_marketing_send(%s, %s, %s, 'customer.dormant', 'log', 'x', 0.79, null)",
                                   (BUSINESS, send_id, claim["recipient"]))
         claim_seconds = time.perf_counter() - t0
+        one_client, one_outcomes = batched(cluster.dsn, args.claims, args.batch, 1)
+        many_clients, many_outcomes = batched(cluster.dsn, args.claims, args.batch, args.clients)
+        tps = pgbench_tps(cluster, clients=args.clients, seconds=args.pgbench_seconds)
         segment = conn.execute("insert into public.segments (business_id, venue_id, key, name, criteria) values (%s, %s, 'all', 'All', "
                                "'{\"field\": \"total_orders\", \"op\": \"gte\", \"value\": 1}') returning id", (BUSINESS, VENUE)).fetchone()[0]  # type: ignore[index]
         members = conn.execute("select app.recompute_segment(%s, %s)", (BUSINESS, segment)).fetchone()[0]  # type: ignore[index]
         conn.execute("set role service_role")
         conn.execute("""select set_config('request.jwt.claims', '{"role": "service_role"}', false)""")
+        runs = []
+        for _ in range(args.preview_runs):
+            t0 = time.perf_counter()
+            preview = conn.execute("select app.campaign_preview(%s, 'sms')", (segment,)).fetchone()[0]  # type: ignore[index]
+            runs.append(time.perf_counter() - t0)
+        preview_seconds = statistics.median(runs)
         t0 = time.perf_counter()
-        preview = conn.execute("select app.campaign_preview(%s, 'sms')", (segment,)).fetchone()[0]  # type: ignore[index]
-        preview_seconds = time.perf_counter() - t0
+        per_member = dict(conn.execute(
+            "select coalesce(r, 'reachable'), count(*) from (select app.marketing_block(%s, m.customer_id, %s, 'sms', 'SMS_MARKETING', null) r "
+            "from public.segment_memberships m where m.business_id = %s and m.segment_id = %s) x group by 1",
+            (BUSINESS, VENUE, BUSINESS, segment)).fetchall())
+        per_member_seconds = time.perf_counter() - t0
+        assert per_member.get("reachable", 0) == preview["reachable"], (per_member, preview)
         conn.execute("reset role")
         assert rule
 
@@ -128,10 +186,22 @@ def main() -> None:
         f"| the same matching one customer at a time (app.enqueue_automations + app.emit per customer) | "
         f"{one_by_one:.2f} s (the set-based run is {one_by_one / set_based:.1f}× faster) |\n"
         f"| evaluating again (every lapse already has its send: nothing new) | {again:.2f} s |\n"
-        f"| send-time check + record, one transaction per send, no provider | {args.claims / claim_seconds:,.0f} sends/s "
-        f"({', '.join(f'{k}: {v:,}' for k, v in sorted(outcomes.items()))}) |\n"
-        f"| campaign preview over a {members:,}-member segment (every send-time check per member) | {preview_seconds * 1000:,.0f} ms "
-        f"({preview['reachable']:,} reachable) |\n"
+        f"| campaign preview over a {members:,}-member segment (set-based, app.marketing_blocks; median of {args.preview_runs}) | "
+        f"{preview_seconds * 1000:,.0f} ms ({preview['reachable']:,} reachable) |\n"
+        f"| the same counts one member at a time (app.marketing_block per member) | {per_member_seconds * 1000:,.0f} ms "
+        f"(set-based is {per_member_seconds / preview_seconds:.1f}× faster) |\n"
+        "\n| send-time check + record, no provider (durable commits) | result | ratio to pgbench TPS |\n|---|---|---|\n"
+        f"| pgbench tpcb-like, {args.clients} clients | {tps:,.0f} TPS | 1.00 |\n"
+        f"| one send per transaction (claim + complete), 1 client | {args.claims / claim_seconds:,.0f} sends/s | "
+        f"{args.claims / claim_seconds / tps:.2f} |\n"
+        f"| batched claims of {args.batch}, one commit per send (last outcome + next hand-over), 1 client | "
+        f"{sum(one_outcomes.values()) / one_client:,.0f} sends/s | {sum(one_outcomes.values()) / one_client / tps:.2f} |\n"
+        f"| the same, {args.clients} clients (SKIP LOCKED) | {sum(many_outcomes.values()) / many_clients:,.0f} sends/s | "
+        f"{sum(many_outcomes.values()) / many_clients / tps:.2f} |\n"
+        f"\nOutcomes (one per transaction / batched, 1 client / {args.clients} clients): "
+        f"{', '.join(f'{k}: {v:,}' for k, v in sorted(outcomes.items()))} / "
+        f"{', '.join(f'{k}: {v:,}' for k, v in sorted(one_outcomes.items()))} / "
+        f"{', '.join(f'{k}: {v:,}' for k, v in sorted(many_outcomes.items()))} (a skip is final: no-consent customers).\n"
     )
     print(body)
     write_section("campaigns", body)

@@ -2,13 +2,10 @@
 -- The send-time decision for the event's send and up to batch - 1 other due sends (committed before any provider call).
 select c as claim from app.claim_marketing_sends(%(business_id)s::uuid, %(send_id)s::uuid, %(batch)s::integer) c
 
--- start_marketing_send --
--- Marks a claimed send as handed to its provider (committed before the call); false: do not send it.
-select app.start_marketing_send(%(business_id)s::uuid, %(send_id)s::uuid) as started
-
--- complete_marketing_sends --
--- Records claimed sends' outcomes (a JSON array) and opens their attribution windows.
-select app.complete_marketing_sends(%(results)s::jsonb) as recorded
+-- marketing_send_step --
+-- One commit between two provider calls: records the outcomes just known (a JSON array, maybe empty) and marks
+-- the next send handed over (started false: do not send it; a null send starts nothing).
+select app.complete_marketing_sends(%(results)s::jsonb) as recorded, app.start_marketing_send(%(business_id)s::uuid, %(send_id)s::uuid) as started
 
 -- recover_marketing_sends --
 -- Sends a crashed worker left in flight: never handed over, due again; handed over, failed as interrupted.

@@ -5,8 +5,9 @@ campaign went out); its `automation.due` / `campaign.send` event arrives after t
 `app.claim_marketing_sends` locks the event's send and up to `marketing_claim_batch` - 1 other due
 ones (SKIP LOCKED) and re-checks consent, deletion, blocks, suppression, allergens, critical stock,
 the frequency cap and quiet hours for all of them at once; it commits before any provider is called,
-leaving the sends to go out in `sending`. Each is then marked handed over (committed), sent, and
-recorded by `app.complete_marketing_sends`; a duplicate event or a second worker finds the row taken.
+leaving the sends to go out in `sending`. Each is then marked handed over (committed) just before its
+provider call, and recorded by `app.complete_marketing_sends` in the same commit that hands over the
+next; a duplicate event or a second worker finds the row taken.
 A crash never sends one twice: the `campaigns.recover` job makes a stale claim that was never handed
 over due again and fails one that was (`interrupted`).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -76,66 +78,91 @@ def localise(claim: dict[str, Any], language: dict[str, Any] | None) -> None:
 
 async def send(event: Event, ctx: Context) -> None:
     """The event's send and up to marketing_claim_batch - 1 other due ones, claimed and checked in one call
-    that commits before any provider is called; then each is marked handed over, sent and completed in
-    commits of its own. That work runs on a second connection: the event's transaction only acknowledges."""
+    that commits before any provider is called; then one commit between provider calls records the last
+    outcome and marks the next send handed over. That work runs on a second connection: the event's
+    transaction only acknowledges the event."""
     send_id = event.payload["send_id"]
     async with ctx.pool.connection() as own:
         rows = await (await own.execute(queries.get("claim_marketing_sends"), {
             "business_id": event.business_id, "send_id": send_id, "batch": ctx.settings.marketing_claim_batch})).fetchall()
         await own.commit()
+        ready: list[Prepared] = []
         for row in rows:
             claim: dict[str, Any] = row["claim"]
-            if claim["action"] != "send":
+            if claim["action"] == "send":
+                ready.append(await prepare(ctx, own, claim))
+            else:
                 ctx.log.info("marketing send not sent", extra={"action": "marketing_" + claim["action"], "send_id": claim["send_id"],
                                                                 "business_id": claim["business_id"], "reason": claim.get("reason")})
+        await own.commit()
+        done: list[dict[str, Any]] = []
+        for item in ready:
+            if not await step(own, done, item.claim):
+                ctx.log.warning("marketing send no longer ours", extra={"action": "marketing_lost_claim", "send_id": item.claim["send_id"],
+                                                                         "business_id": item.claim["business_id"]})
                 continue
-            await send_one(ctx, own, claim)
+            done = [await deliver_one(ctx, item)]
+        if done:
+            await step(own, done, None)
 
 
-async def send_one(ctx: Context, own: Any, claim: dict[str, Any]) -> None:
-    """One claimed send: rendered, marked handed over (committed), given to its provider, completed (committed)."""
-    business_id, send_id = claim["business_id"], claim["send_id"]
-    params = {"business_id": business_id, "send_id": send_id}
+@dataclass
+class Prepared:
+    claim: dict[str, Any]
+    subject: str
+    text: str
+    headers: dict[str, str]
+    subs: list[Any]
+
+
+async def step(own: Any, done: list[dict[str, Any]], claim: dict[str, Any] | None) -> bool:
+    """One commit: the outcomes known so far recorded, the next send marked handed over (False: not ours)."""
+    row = await (await own.execute(queries.get("marketing_send_step"), {
+        "results": json.dumps(done), "business_id": claim and claim["business_id"], "send_id": claim and claim["send_id"]})).fetchone()
+    await own.commit()
+    return bool(row and row["started"])
+
+
+async def prepare(ctx: Context, own: Any, claim: dict[str, Any]) -> Prepared:
+    """A claimed send rendered in the customer's language, with its push subscriptions (read only)."""
+    business_id = claim["business_id"]
     if claim["trigger"] == "order.review_request" and claim["vars"].get("order_id"):
         # the review page needs the order's access token: the proof submit_review asks for
         order = await (await own.execute(queries.get("review_request_order"), {
             "business_id": business_id, "order_id": claim["vars"]["order_id"]})).fetchone()
         if order:
             claim["vars"]["review_url"] = ctx.settings.review_url.format(order_id=order["id"], access_token=order["access_token"])
-    localise(claim, await (await own.execute(queries.get("marketing_language"), params)).fetchone())
+    localise(claim, await (await own.execute(queries.get("marketing_language"), {
+        "business_id": business_id, "send_id": claim["send_id"]})).fetchone())
     subject, text, headers = render(ctx, claim, business_id)
-    template = claim["trigger"]
     subs: list[Any] = []
     if claim["channel"] == "push":
         claim["recipient"] = f"customer:{claim['customer_id']}"
         subs = await (await own.execute(queries.get("push_subscriptions_of_customer"), {
             "business_id": business_id, "customer_id": claim["customer_id"]})).fetchall()
-    started = (await (await own.execute(queries.get("start_marketing_send"), params)).fetchone() or {}).get("started")
-    await own.commit()
-    if not started:  # recovered meanwhile (the lease ran out): never sent twice
-        ctx.log.warning("marketing send no longer ours", extra={"action": "marketing_lost_claim", "send_id": send_id, "business_id": business_id})
-        return
-    outcome = {**params, "recipient": claim["recipient"], "template": template}
+    return Prepared(claim, subject, text, headers, subs)
+
+
+async def deliver_one(ctx: Context, item: Prepared) -> dict[str, Any]:
+    """Hands one send to its provider; its outcome for app.complete_marketing_sends."""
+    claim = item.claim
+    business_id, send_id = claim["business_id"], claim["send_id"]
+    outcome = {"business_id": business_id, "send_id": send_id, "recipient": claim["recipient"], "template": claim["trigger"]}
     try:
         if claim["channel"] == "push":
-            payload = {"title": subject, "body": text, "tag": f"marketing-{send_id}",
+            payload = {"title": item.subject, "body": item.text, "tag": f"marketing-{send_id}",
                        **({"unsubscribe_url": unsubscribe_url(ctx, claim, business_id)} if claim["marketing"] else {})}
-            sent = await push_to(ctx, business_id, subs, payload)
+            sent = await push_to(ctx, business_id, item.subs, payload)
         else:
-            sent = await deliver(ctx, claim["channel"], claim["recipient"], subject, text, idempotency_key=f"marketing:{send_id}",
+            sent = await deliver(ctx, claim["channel"], claim["recipient"], item.subject, item.text, idempotency_key=f"marketing:{send_id}",
                                  business_id=business_id, status_callback=f"{ctx.settings.functions_url}/twilio-sms/status",
-                                 headers=headers or None)
+                                 headers=item.headers or None)
     except ProviderError as exc:
-        await own.execute(queries.get("complete_marketing_sends"), {"results": json.dumps([{
-            **outcome, "provider": None, "message_id": None, "cost_cents": 0, "error": exc.message}])})
-        await own.commit()
         ctx.log.warning("marketing send failed", extra={"action": "marketing_failed", "send_id": send_id, "error": exc.message})
-        return
-    await own.execute(queries.get("complete_marketing_sends"), {"results": json.dumps([{
-        **outcome, "provider": sent.provider, "message_id": sent.message_id, "cost_cents": sent.cost_cents, "error": None}])})
-    await own.commit()
+        return {**outcome, "provider": None, "message_id": None, "cost_cents": 0, "error": exc.message}
     ctx.log.info("marketing sent", extra={"action": "marketing_sent", "send_id": send_id, "channel": claim["channel"],
                                           "business_id": business_id})
+    return {**outcome, "provider": sent.provider, "message_id": sent.message_id, "cost_cents": sent.cost_cents, "error": None}
 
 
 registry.on("automation.due")(send)
