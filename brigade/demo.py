@@ -123,7 +123,7 @@ def win_back(settings: Settings, db: psycopg.Connection[dict[str, Any]]) -> None
     started = db.execute("select clock_timestamp() as t").fetchone()["t"]  # type: ignore[index]
     print("sends enqueued:", db.execute("select app.evaluate_dormant_automations(%s) as n", (BUSINESS,)).fetchone()["n"])  # type: ignore[index]
     send = wait_for(db, "select id, status, recipient, attribution_ends_at from public.campaign_sends where automation_id = %s "
-                        "and customer_id = %s and status <> 'scheduled' and created_at >= %s order by created_at desc limit 1",
+                        "and customer_id = %s and status not in ('scheduled', 'sending') and created_at >= %s order by created_at desc limit 1",
                     (WIN_BACK, customer, started))
     print(f"send {send['status']} to {send['recipient']}; attribution window open until {send['attribution_ends_at']:%Y-%m-%d %H:%M} UTC")
     for line in reversed(settings.outbox_file.read_text().splitlines()):

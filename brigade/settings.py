@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     worker_poll_interval: float = 5.0
     worker_heartbeat_interval: float = 10.0
     worker_plugins: str = ""
+    # Marketing sends claimed per automation.due / campaign.send event: the event's own and the earliest
+    # other due ones, checked set-based in one call (app.claim_marketing_sends).
+    marketing_claim_batch: int = 25
 
     sms_provider: str = "log"
     email_provider: str = "log"

@@ -59,7 +59,8 @@ async def run(settings: Settings | None = None, *, drain: bool = False, stop: as
         except (NotImplementedError, RuntimeError):
             pass
 
-    pool = await open_pool(settings.dsn, min_size=1, max_size=settings.worker_concurrency + 3, name="worker")
+    # two connections per handler at most: a marketing batch commits its claims and sends on a second one
+    pool = await open_pool(settings.dsn, min_size=1, max_size=2 * settings.worker_concurrency + 3, name="worker")
     resources = Resources.build(pool, settings, worker_id)
     consumer = Consumer(resources, registry)
     scheduler = Scheduler(resources, registry)

@@ -1,11 +1,15 @@
--- claim_marketing_send --
--- The send-time decision for one marketing send (locks the row; see app.claim_marketing_send).
-select app.claim_marketing_send(%(business_id)s::uuid, %(send_id)s::uuid) as claim
+-- claim_marketing_sends --
+-- The send-time decision for the event's send and up to batch - 1 other due sends (committed before any provider call).
+select c as claim from app.claim_marketing_sends(%(business_id)s::uuid, %(send_id)s::uuid, %(batch)s::integer) c
 
--- complete_marketing_send --
--- Records a claimed send's outcome and opens its attribution window.
-select app.complete_marketing_send(%(business_id)s::uuid, %(send_id)s::uuid, %(recipient)s::text, %(template)s::text,
-                                   %(provider)s::text, %(message_id)s::text, %(cost)s::numeric, %(error)s::text)
+-- marketing_send_step --
+-- One commit between two provider calls: records the outcomes just known (a JSON array, maybe empty) and marks
+-- the next send handed over (started false: do not send it; a null send starts nothing).
+select app.complete_marketing_sends(%(results)s::jsonb) as recorded, app.start_marketing_send(%(business_id)s::uuid, %(send_id)s::uuid) as started
+
+-- recover_marketing_sends --
+-- Sends a crashed worker left in flight: never handed over, due again; handed over, failed as interrupted.
+select app.recover_marketing_sends() as recovered
 
 -- launch_campaign --
 -- A scheduled campaign's segment becomes sends.

@@ -277,12 +277,14 @@ $$;
 revoke all on function app.recover_marketing_sends(interval, timestamptz) from public;
 grant execute on function app.recover_marketing_sends(interval, timestamptz) to service_role;
 
-/** One send's decision (the batch of one): see app.claim_marketing_sends. */
+/** One send's decision (the batch of one), answered in the shape it always had: see
+    app.claim_marketing_sends. */
 create or replace function app.claim_marketing_send(p_business_id uuid, p_send_id uuid, p_now timestamptz default now()) returns jsonb
 language sql volatile security definer
 set search_path = ''
 as $$
-  select c from app.claim_marketing_sends(p_business_id, p_send_id, 1, p_now) c limit 1
+  select case when c ->> 'action' = 'send' then c - 'business_id' else c - 'business_id' - 'send_id' end
+  from app.claim_marketing_sends(p_business_id, p_send_id, 1, p_now) c limit 1
 $$;
 revoke all on function app.claim_marketing_send(uuid, uuid, timestamptz) from public;
 grant execute on function app.claim_marketing_send(uuid, uuid, timestamptz) to service_role;

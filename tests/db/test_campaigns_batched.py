@@ -190,6 +190,17 @@ def test_the_frequency_cap_counts_sends_in_flight(api: Any, conn: Conn, plain: M
     got = claims(conn, 10)
     assert sorted(c["action"] for c in got) == ["send", "skipped"]
     assert [c["reason"] for c in got if c["action"] == "skipped"] == ["frequency_cap"], "the first is in flight: the cap holds in one batch"
+    # a business-wide cap counts another rule's send decided earlier in the same batch
+    conn.execute("update public.campaign_sends set status = 'skipped', skip_reason = 'inactive' where business_id = %s", (b,))
+    uncapped = automation(conn, b, name="Tiers", trigger="loyalty.tier_changed")
+    capped = automation(conn, b, name="Orders", trigger="order.first", cap_count=1, cap_days=7, cap_scope="business")
+    conn.execute("select app.enqueue_automations(%s, 'loyalty.tier_changed', 't1', %s, null)", (b, cid))
+    conn.execute("update public.campaign_sends set due_at = now() - interval '1 minute' where automation_id = %s", (uncapped,))
+    conn.execute("select app.enqueue_automations(%s, 'order.first', 'f1', %s, null)", (b, cid))
+    got = {c["send_id"]: c for c in claims(conn, 10)}
+    actions = {r["automation_id"]: got[str(r["id"])]["action"] for r in conn.execute(
+        "select id, automation_id from public.campaign_sends where business_id = %s and automation_id in (%s, %s)", (b, uncapped, capped))}
+    assert actions == {uncapped: "send", capped: "skipped"}
 
 
 def test_a_crash_never_sends_twice_and_loses_only_what_was_handed_over(api: Any, conn: Conn, plain: Menu) -> None:
