@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 # Reduced sizes for --quick: enough rows for every code path and a ratio, not for the targets.
 QUICK: dict[str, list[str]] = {
     "outbox": ["--events", "1000", "--latency-events", "100", "--pgbench-seconds", "1"],
-    "orders": ["--orders", "100", "--pgbench-seconds", "1"],
+    "orders": ["--orders", "100", "--venues", "4", "--pgbench-seconds", "1"],
     "crm": ["--customers", "2000", "--venues", "2", "--page-runs", "20", "--fly-runs", "2", "--pgbench-seconds", "1"],
     "campaigns": ["--customers", "2000", "--claims", "200", "--pgbench-seconds", "1"],  # 4 × 200 of 1,491 sends
     "bookings": ["--holds", "200", "--sessions", "50", "--pgbench-seconds", "1"],
