@@ -9,7 +9,7 @@
 -- gift card succeeds at once, without Stripe. Code tries count toward the gift_card_code limits.
 -- Redefined here, each from its latest definition: app.apply_stripe_booking (0022),
 -- app.booking_checkout_context (0072), app.request_booking_refund (0021),
--- app.tg_refunds_gift_card_back (0204).
+-- app.tg_refunds_gift_card_back (0204), app.expire_gift_cards (0204).
 
 -- section tables
 
@@ -272,6 +272,51 @@ $$;
 revoke all on function app.request_booking_refund(uuid, uuid, integer, text) from public;
 grant execute on function app.request_booking_refund(uuid, uuid, integer, text) to service_role;
 
+/** The nightly gift-card pass (0204): an expire row takes what is left on every card past its expiry
+    (the card becomes expired); holds of orders left unpaid for a day, and of bookings whose hold ended
+    unpaid with no Checkout session still open, go back to their cards. Returns
+    {expired, released}. Service only (the worker's scheduler). */
+create or replace function app.expire_gift_cards(p_now timestamptz default now()) returns jsonb
+language plpgsql volatile security definer
+set search_path = ''
+as $$
+declare
+  v_card public.gift_cards;
+  v_expired integer := 0;
+  v_released integer := 0;
+  v_order record;
+begin
+  for v_card in select g.* from public.gift_cards g where g.status = 'active' and g.expires_at <= p_now
+                order by g.business_id, g.id for update skip locked loop
+    if v_card.balance_cents > 0 then
+      insert into public.gift_card_ledger (business_id, gift_card_id, kind, amount_cents, note)
+      values (v_card.business_id, v_card.id, 'expire', -v_card.balance_cents, 'expired ' || v_card.expires_at::text);
+    end if;
+    update public.gift_cards set status = 'expired' where business_id = v_card.business_id and id = v_card.id;
+    v_expired := v_expired + 1;
+  end loop;
+  for v_order in select o.business_id, o.id from public.orders o
+                 where o.gift_card_id is not null and o.gift_card_cents > 0 and o.payment_status in ('unpaid', 'failed')
+                   and o.placed_at <= p_now - interval '1 day'
+                   and (o.checkout_expires_at is null or o.checkout_expires_at <= p_now) loop
+    if app.release_gift_card_hold(v_order.business_id, v_order.id, 'order left unpaid') > 0 then
+      v_released := v_released + 1;
+    end if;
+  end loop;
+  for v_order in select bk.business_id, bk.id from public.bookings bk
+                 where bk.gift_card_id is not null and bk.gift_card_cents > 0 and bk.payment_status in ('unpaid', 'pending', 'failed')
+                   and bk.status in ('expired', 'payment_failed')
+                   and (bk.checkout_expires_at is null or bk.checkout_expires_at <= p_now) loop
+    if app.release_booking_gift_card_hold(v_order.business_id, v_order.id, 'booking hold ended unpaid') > 0 then
+      v_released := v_released + 1;
+    end if;
+  end loop;
+  return jsonb_build_object('expired', v_expired, 'released', v_released);
+end
+$$;
+revoke all on function app.expire_gift_cards(timestamptz) from public;
+grant execute on function app.expire_gift_cards(timestamptz) to service_role;
+
 -- section triggers
 
 /** A refund that succeeded (applied once: app.apply_refund, app.apply_booking_refund) puts its
@@ -298,12 +343,19 @@ end
 $$;
 revoke all on function app.tg_refunds_gift_card_back() from public;
 
-/** A hold that ran out or whose payment failed gives its held gift-card amount back. */
+/** A hold that ran out or whose payment failed gives its held gift-card amount back, unless its
+    Checkout session is still open: a payment of the rest can still arrive there (the worker closes the
+    session on booking.expired), and is then applied as a late payment with the card's part still held;
+    the session's checkout.session.expired releases it, and the nightly app.expire_gift_cards is the
+    safety net. */
 create function app.tg_bookings_gift_card_released() returns trigger
 language plpgsql security definer
 set search_path = ''
 as $$
 begin
+  if new.checkout_session_id is not null and new.checkout_expires_at > now() then
+    return null;
+  end if;
   perform app.release_booking_gift_card_hold(new.business_id, new.id, 'booking ' || new.status::text);
   return null;
 end

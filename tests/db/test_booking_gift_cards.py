@@ -196,3 +196,28 @@ def test_two_bookings_racing_for_the_last_balance_never_overdraw(api: Api, conn:
     assert results["second"] == {"applied": False, "reason": "empty"}
     assert balance(conn, card["gift_card_id"]) == {"balance_cents": 0, "status": "active", "ledger": 0}
     assert one(conn, "select gift_card_cents from public.bookings where id = %s", (second["booking_id"],)) == 0
+
+
+def test_a_hold_that_ends_with_its_session_open_keeps_the_card_part_for_a_late_payment(api: Api, conn: Conn, act: Activity) -> None:
+    b = act.tenant.business_id
+    kept, kept_code = issue(conn, api, b, 2000)
+    card, code = issue(conn, api, b, 2000)
+    late, left = hold(api, act), hold(api, act, 1)
+    assert pay_with(api, late, kept_code)["gift_card_cents"] == 2000
+    assert pay_with(api, left, code)["gift_card_cents"] == 2000
+    for booking, session, ends in ((late, "cs_gb_late", "now() + interval '30 minutes'"), (left, "cs_gb_left", "now() + interval '30 minutes'")):
+        conn.execute(f"select app.attach_booking_checkout_session(%s, %s, 'https://checkout.test/x', {ends})", (booking["booking_id"], session))
+        run_out_hold(conn, booking)
+    assert one(conn, "select app.expire_due_holds()") == 2
+    # the sessions are still open: nothing released yet
+    assert [k for k, _ in kinds(conn, kept["gift_card_id"]) + kinds(conn, card["gift_card_id"])] == ["issue", "redeem"] * 2
+    # the rest arrives on the open session after the hold ended: the seats are free, so it confirms, the card part kept
+    assert apply(conn, booking_completed(late, "cs_gb_late", "pi_gb_late", amount=TOTAL - 2000)) == "paid_late_retaken"
+    assert (status(conn, late)["status"], status(conn, late)["payment_status"]) == ("confirmed", "paid")
+    assert balance(conn, kept["gift_card_id"])["balance_cents"] == 0
+    # the other session runs out without a payment (its expired event lost): the nightly pass gives its part back
+    conn.execute("update public.bookings set checkout_expires_at = now() - interval '1 second' where id = %s", (left["booking_id"],))
+    assert one(conn, "select app.expire_gift_cards() ->> 'released'") == "1"
+    assert one(conn, "select app.expire_gift_cards() ->> 'released'") == "0"
+    assert kinds(conn, card["gift_card_id"]) == [("issue", 2000), ("redeem", -2000), ("release", 2000)]
+    assert balance(conn, card["gift_card_id"]) == {"balance_cents": 2000, "status": "active", "ledger": 2000}
