@@ -28,6 +28,9 @@ alter table public.gift_card_ledger
 -- section indexes
 create index gift_card_ledger_booking_idx on public.gift_card_ledger (business_id, booking_id) where booking_id is not null;
 create index bookings_gift_card_idx on public.bookings (business_id, gift_card_id) where gift_card_id is not null;
+-- the nightly pass's bookings still holding a card part unpaid: a small set, whatever the bookings table's size
+create index bookings_gift_card_hold_idx on public.bookings (checkout_expires_at)
+  where gift_card_cents > 0 and payment_status in ('unpaid', 'pending', 'failed');
 
 -- section private helpers
 

@@ -221,3 +221,13 @@ def test_a_hold_that_ends_with_its_session_open_keeps_the_card_part_for_a_late_p
     assert one(conn, "select app.expire_gift_cards() ->> 'released'") == "0"
     assert kinds(conn, card["gift_card_id"]) == [("issue", 2000), ("redeem", -2000), ("release", 2000)]
     assert balance(conn, card["gift_card_id"]) == {"balance_cents": 2000, "status": "active", "ledger": 2000}
+
+
+def test_the_nightly_pass_finds_held_bookings_through_their_partial_index(conn: Conn, act: Activity) -> None:
+    conn.execute("set enable_seqscan = off")  # the test database is tiny: ask whether the index can serve the query at all
+    plan = "\n".join(r["QUERY PLAN"] for r in conn.execute(
+        "explain select bk.business_id, bk.id from public.bookings bk where bk.gift_card_id is not null and bk.gift_card_cents > 0 "
+        "and bk.payment_status in ('unpaid', 'pending', 'failed') and bk.status in ('expired', 'payment_failed') "
+        "and (bk.checkout_expires_at is null or bk.checkout_expires_at <= now())").fetchall())
+    conn.execute("reset enable_seqscan")
+    assert "bookings_gift_card_hold_idx" in plan, plan
