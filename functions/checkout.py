@@ -1,6 +1,6 @@
 """POST /functions/v1/checkout: a Stripe Checkout Session for an unpaid order or a held booking,
 priced from the database; or for a gift card being bought (buy_gift_card), whose paid session issues
-it. An order's request may carry a gift_card_code: the card pays what it holds first (in its own
+it. An order's or a booking's request may carry a gift_card_code: the card pays what it holds first (in its own
 committed transaction, so a wrong code counts toward the code limits), and Checkout charges only the
 rest, or nothing when the card covers it all. Calling it again (or twice at once) returns the same session: the order
 (booking) row is locked while the session is created, and the idempotency key is the payable and its
@@ -38,7 +38,7 @@ class CheckoutRequest(BaseModel):
     booking_id: uuid.UUID | None = Field(default=None, description="a held booking (hold_booking) instead of an order")
     gift_card_id: uuid.UUID | None = Field(default=None, description="a gift card being bought (buy_gift_card)")
     access_token: uuid.UUID | None = Field(default=None, description="from place_order / hold_booking / buy_gift_card; staff may omit it for an order")
-    gift_card_code: str | None = Field(default=None, min_length=1, max_length=64, description="pay the order with a gift card first")
+    gift_card_code: str | None = Field(default=None, min_length=1, max_length=64, description="pay the order or booking with a gift card first")
     success_url: str | None = Field(default=None, max_length=2000)
     cancel_url: str | None = Field(default=None, max_length=2000)
 
@@ -46,8 +46,8 @@ class CheckoutRequest(BaseModel):
     def one_payable(self) -> "CheckoutRequest":
         if sum(x is not None for x in (self.order_id, self.booking_id, self.gift_card_id)) != 1:
             raise ValueError("send exactly one of order_id, booking_id and gift_card_id")
-        if self.gift_card_code is not None and self.order_id is None:
-            raise ValueError("gift_card_code pays an order only")
+        if self.gift_card_code is not None and self.gift_card_id is not None:
+            raise ValueError("gift_card_code pays an order or a booking, not a gift card")
         return self
 
 
@@ -117,6 +117,9 @@ async def checkout(
     ensure_origin_business(request, business)
     await enforce_rate_limits(pool, claims, "checkout", business, {"subject": str(payable)})
     if body.booking_id is not None:
+        applied = await _apply_gift_card_to_booking(body, claims, pool)
+        if applied and applied["paid"]:
+            return CheckoutResponse(booking_id=body.booking_id, gift_card_cents=applied["gift_card_cents"], amount_due_cents=0, paid=True)
         return await _booking_checkout(body, claims, pool, providers, settings)
     if body.gift_card_id is not None:
         return await _gift_card_checkout(body, pool, providers, settings)
@@ -240,6 +243,25 @@ async def with_saved_cards(conn: Any, providers: Providers, claims: Claims, ctx:
     params["saved_payment_method_options"] = {"payment_method_save": "enabled"}
 
 
+async def _apply_gift_card_to_booking(body: CheckoutRequest, claims: Claims, pool: AsyncConnectionPool) -> dict[str, Any] | None:
+    """The booking's gift_card_code, as for an order: applied and committed before the session is made; 400
+    when it cannot pay (after the commit, so the try stays counted); not applied twice on a retry."""
+    if body.gift_card_code is None:
+        return None
+    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+        held = await _booking_context(conn, body)
+    if held["gift_card_cents"] > 0:
+        return {"paid": False, "gift_card_cents": held["gift_card_cents"]}
+    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
+        row = await (await conn.execute(queries.get("apply_gift_card_to_booking"), {
+            "booking_id": body.booking_id, "access_token": body.access_token, "code": body.gift_card_code})).fetchone()
+    applied = row["r"] if row else {}
+    if not applied.get("applied"):
+        raise InvalidInput(f"the gift card cannot pay this booking ({applied.get('reason', 'unknown_code')})", code="BR141",
+                           hint=f"gift_card_{applied.get('reason', 'unknown_code')}")
+    return applied
+
+
 async def _context(conn: Any, body: CheckoutRequest) -> dict[str, Any]:
     row = await (await conn.execute("select app.checkout_context(%s, %s) as ctx", (body.order_id, body.access_token))).fetchone()
     return row["ctx"]
@@ -292,7 +314,8 @@ async def _booking_checkout(body: CheckoutRequest, claims: Claims, pool: AsyncCo
         if ctx["session"]:
             s = ctx["session"]
             return CheckoutResponse(booking_id=body.booking_id, session_id=s["id"], url=s["url"],
-                                    expires_at=datetime.fromisoformat(s["expires_at"]), reused=True)
+                                    expires_at=datetime.fromisoformat(s["expires_at"]), reused=True,
+                                    gift_card_cents=ctx["gift_card_cents"], amount_due_cents=ctx["amount_due_cents"])
         expires_at = session_expiry(settings)
         params = booking_session_params(ctx, body, settings, expires_at)
         await with_saved_cards(conn, providers, claims, ctx, params)
@@ -302,7 +325,8 @@ async def _booking_checkout(body: CheckoutRequest, claims: Claims, pool: AsyncCo
         await conn.execute("select app.attach_booking_checkout_session(%s, %s, %s, %s)",
                            (body.booking_id, session.id, session.url, session.expires_at))
     return CheckoutResponse(booking_id=body.booking_id, session_id=session.id, url=session.url,
-                            expires_at=session.expires_at, reused=False)
+                            expires_at=session.expires_at, reused=False,
+                            gift_card_cents=ctx["gift_card_cents"], amount_due_cents=ctx["amount_due_cents"])
 
 
 # The local run's stand-in for Stripe's hosted page (payments_provider = "log" only): it shows the
@@ -327,7 +351,7 @@ async def _local_session(pool: AsyncConnectionPool, settings: Settings, session_
         if row is None:  # a booking's session
             row = await (await conn.execute(
                 "select bk.id, bk.business_id, bk.booking_number as order_number, bk.total_cents, bk.currency, bk.payment_status, "
-                "b.name, 'booking' as kind from public.bookings bk join public.businesses b on b.id = bk.business_id "
+                "b.name, 'booking' as kind, bk.gift_card_cents from public.bookings bk join public.businesses b on b.id = bk.business_id "
                 "where bk.checkout_session_id = %s", (session_id,))).fetchone()
     if row is None:
         raise NotFound("no such checkout session", hint="not_found")
@@ -352,8 +376,8 @@ async def local_pay(session_id: str, pool: Annotated[AsyncConnectionPool, Depend
     stable = uuid.uuid5(uuid.NAMESPACE_URL, session_id).hex  # the same page, clicked twice, is the same event
     if order.get("kind") == "booking":
         event = booking_session_completed(session_id=session_id, payment_intent=f"pi_local_{stable[:24]}", booking_id=str(order["id"]),
-                                          business_id=str(order["business_id"]), amount_cents=order["total_cents"],
-                                          event_id=f"evt_local_{stable}")
+                                          business_id=str(order["business_id"]),
+                                          amount_cents=order["total_cents"] - order["gift_card_cents"], event_id=f"evt_local_{stable}")
         return {"outcome": await apply_event(pool, event), "booking_id": str(order["id"])}
     event = session_completed(session_id=session_id, payment_intent=f"pi_local_{stable[:24]}", order_id=str(order["id"]),
                               business_id=str(order["business_id"]), amount_cents=order["total_cents"], event_id=f"evt_local_{stable}")

@@ -26,8 +26,9 @@ order by n.channel
 for update of n skip locked
 
 -- booking_refund_to_send --
--- A requested booking refund not yet sent to Stripe (locked: one sender), on its own payment intent when it has one.
-select r.id, r.booking_id, r.amount_cents, r.idempotency_key,
+-- A requested booking refund not yet sent to Stripe (locked: one sender), on its own payment intent when it has one;
+-- the amount is its card part (what goes back onto a gift card never goes through Stripe).
+select r.id, r.booking_id, r.amount_cents - r.gift_card_cents as amount_cents, r.idempotency_key,
        coalesce(r.payment_intent_id, bk.payment_intent_id) as payment_intent_id, b.stripe_account_id
 from public.refunds r
 join public.bookings bk on bk.business_id = r.business_id and bk.id = r.booking_id

@@ -14,6 +14,10 @@ select app.attach_gift_card_checkout_session(%(gift_card_id)s, %(session_id)s, %
 -- Pays (part of) an order with a gift card code, as the caller (the placer's token or venue staff).
 select public.apply_gift_card(%(order_id)s, %(access_token)s, %(code)s) as r
 
+-- apply_gift_card_to_booking --
+-- Pays (part of) a held booking's deposit with a gift card code, as the caller (the booker's token or venue staff).
+select public.apply_gift_card_to_booking(%(booking_id)s, %(access_token)s, %(code)s) as r
+
 -- gift_card_pending_email --
 -- The gift card's email still to send (its notification_log row), with what the message says.
 select n.id, n.recipient, g.initial_cents, g.currency, g.expires_at, g.recipient_name, g.purchaser_name, g.message, b.name as business_name

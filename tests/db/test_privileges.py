@@ -323,6 +323,7 @@ ANON_CALLABLE = {
     "track_delivery(uuid,uuid)", "transaction_flag(text,uuid)", "update_cart_item(text,uuid,jsonb)",
     # issue 23 gift cards: guests buy one, check a code's balance (rate-limited) and pay their order with it (token)
     "buy_gift_card(jsonb)", "check_gift_card_balance(uuid,text)", "apply_gift_card(uuid,uuid,text)",
+    "apply_gift_card_to_booking(uuid,uuid,text)",
     "receipt(text,uuid,uuid)",  # the token holder, the order's customer, venue staff, the platform; PT404 otherwise
 }
 # Callable by signed-in users only: each checks membership, ownership or the operator inside.
