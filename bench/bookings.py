@@ -124,11 +124,11 @@ def main() -> None:
     body = "| measure | result | ratio to pgbench TPS |\n|---|---|---|\n" + "\n".join(f"| {a} | {b} | {c} |" for a, b, c in rows)
     body += (f"\n\nHot / many = {hot_rate / many_rate:.2f}; hot now / hot with synchronous commit = {hot_rate / sync_rate:.2f}. "
              f"{args.holds:,} one-seat holds per run as anon through PostgREST's path "
-             f"(role and claims set, one transaction each): party priced from the tiers, BK number, booking insert, status "
-             f"history, then the seat trigger's conditional UPDATE of the session row (the insert's last trigger), the delayed "
-             f"booking.expired event. Holds on one session queue on its row lock until each commits; since 0173 a hold commits "
+             f"(role and claims set, one transaction each): party priced from the tiers, the delayed booking.expired "
+             f"event (first since 0175, before any lock), BK number, booking insert, status history, then the seat trigger's "
+             f"conditional UPDATE of the session row (the insert's last trigger). Holds on one session queue on its row lock until each commits; since 0173 a hold commits "
              f"without waiting for its WAL flush, so the flush is no longer inside the queue (the first hot row disables that "
-             f"trigger to measure the old way in the same run). What still runs under the lock: the rest of hold_booking, the "
+             f"trigger to measure the old way in the same run). What still runs under the lock: the return of hold_booking, the "
              f"client's COMMIT round trip and the commit itself. Both hot sessions ended with held seats = bookings = {done:,}, "
              f"no session anywhere over capacity or off its bookings; the full session answered "
              f"{sum(full_out.values()):,} refusals and its seat count did not move.\n")
