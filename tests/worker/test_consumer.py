@@ -168,7 +168,7 @@ async def test_stop_lets_running_handlers_finish(wsettings: Settings, conn: psyc
         entered = [n async for n in listener.notifies(timeout=15, stop_after=1)]
         assert [(n.channel, int(n.payload)) for n in entered] == [("test_gated", msg_id)]
         stop.set()
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # wait-ok: one yield to the loop so the worker sees the stop, not a timed wait
         assert not task.done(), "a stop does not abandon a running handler"
         opened.set()
         await task
