@@ -117,7 +117,7 @@ async def checkout(
     ensure_origin_business(request, business)
     await enforce_rate_limits(pool, claims, "checkout", business, {"subject": str(payable)})
     if body.booking_id is not None:
-        applied = await _apply_gift_card_to_booking(body, claims, pool)
+        applied = await _apply_gift_card(body, claims, pool)
         if applied and applied["paid"]:
             return CheckoutResponse(booking_id=body.booking_id, gift_card_cents=applied["gift_card_cents"], amount_due_cents=0, paid=True)
         return await _booking_checkout(body, claims, pool, providers, settings)
@@ -152,22 +152,26 @@ async def checkout(
 
 
 async def _apply_gift_card(body: CheckoutRequest, claims: Claims, pool: AsyncConnectionPool) -> dict[str, Any] | None:
-    """The order's gift_card_code, applied and committed before the session is made; 400 when it cannot pay
-    (after the commit, so the try stays counted). A code sent again for an order already holding a card
-    (a retried checkout) is not applied twice."""
+    """The order's or booking's gift_card_code, applied and committed before the session is made; 400 when it
+    cannot pay (after the commit, so the try stays counted). A code sent again for a payable already holding
+    a card (a retried checkout) is not applied twice."""
     if body.gift_card_code is None:
         return None
+    booking = body.booking_id is not None
     async with wrap_exceptions(), transaction_as(pool, claims) as conn:
-        held = await _context(conn, body)
+        held = await (_booking_context(conn, body) if booking else _context(conn, body))
     if held["gift_card_cents"] > 0:
         return {"paid": False, "gift_card_cents": held["gift_card_cents"]}
+    query, target = ("apply_gift_card_to_booking", {"booking_id": body.booking_id}) if booking else \
+        ("apply_gift_card", {"order_id": body.order_id})
     async with wrap_exceptions(), transaction_as(pool, claims) as conn:
-        row = await (await conn.execute(queries.get("apply_gift_card"), {
-            "order_id": body.order_id, "access_token": body.access_token, "code": body.gift_card_code})).fetchone()
+        row = await (await conn.execute(queries.get(query), {
+            **target, "access_token": body.access_token, "code": body.gift_card_code})).fetchone()
     applied = row["r"] if row else {}
     if not applied.get("applied"):
-        raise InvalidInput(f"the gift card cannot pay this order ({applied.get('reason', 'unknown_code')})", code="BR141",
-                           hint=f"gift_card_{applied.get('reason', 'unknown_code')}")
+        reason = applied.get("reason", "unknown_code")
+        raise InvalidInput(f"the gift card cannot pay this {'booking' if booking else 'order'} ({reason})", code="BR141",
+                           hint=f"gift_card_{reason}")
     return applied
 
 
@@ -241,25 +245,6 @@ async def with_saved_cards(conn: Any, providers: Providers, claims: Claims, ctx:
     params.pop("customer_email", None)  # Stripe takes one of customer and customer_email
     params["customer"] = stripe_customer
     params["saved_payment_method_options"] = {"payment_method_save": "enabled"}
-
-
-async def _apply_gift_card_to_booking(body: CheckoutRequest, claims: Claims, pool: AsyncConnectionPool) -> dict[str, Any] | None:
-    """The booking's gift_card_code, as for an order: applied and committed before the session is made; 400
-    when it cannot pay (after the commit, so the try stays counted); not applied twice on a retry."""
-    if body.gift_card_code is None:
-        return None
-    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
-        held = await _booking_context(conn, body)
-    if held["gift_card_cents"] > 0:
-        return {"paid": False, "gift_card_cents": held["gift_card_cents"]}
-    async with wrap_exceptions(), transaction_as(pool, claims) as conn:
-        row = await (await conn.execute(queries.get("apply_gift_card_to_booking"), {
-            "booking_id": body.booking_id, "access_token": body.access_token, "code": body.gift_card_code})).fetchone()
-    applied = row["r"] if row else {}
-    if not applied.get("applied"):
-        raise InvalidInput(f"the gift card cannot pay this booking ({applied.get('reason', 'unknown_code')})", code="BR141",
-                           hint=f"gift_card_{applied.get('reason', 'unknown_code')}")
-    return applied
 
 
 async def _context(conn: Any, body: CheckoutRequest) -> dict[str, Any]:
